@@ -1,0 +1,305 @@
+"""Augmentations (torchvision.transforms.v2), two-view datasets and normalisation statistics.
+
+`build_pretrain_transform` gives one random view of a PIL image; `TwoViewTransform` draws two
+of them with randomness fixed by (seed, epoch, sample index), so a run's views depend neither on
+the DataLoader's worker count nor on where the run resumed. `with_two_views` and
+`with_eval_transform` attach the transforms to a `datasets.Dataset`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from PIL import Image as PILImage
+from torchvision.transforms import v2
+
+# name -> (per-channel mean, per-channel std) of images scaled to [0, 1].
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "digits": ((0.3052,), (0.3763,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+_STATS_ALIASES = {"imagenet_lt": "imagenet", "places_lt": "imagenet", "places": "imagenet"}
+RECIPES = ("cifar", "imagenet")
+_MODES = {1: "L", 3: "RGB"}
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of PIL's convert("L")
+
+
+def default_normalization(name: str, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std for a dataset, with one entry per input channel.
+
+    Three-channel statistics are reduced with the luma weights for `in_chans=1`; one-channel
+    statistics are repeated for `in_chans=3`.
+
+    Args:
+        name: A key of `DATASET_STATS` (or "imagenet_lt", "places_lt", "places").
+        in_chans: 1 or 3.
+
+    Returns:
+        (mean, std), tuples of length `in_chans`.
+    """
+    _check_in_chans(in_chans)
+    key = name.lower().replace("-", "_")
+    key = _STATS_ALIASES.get(key, key)
+    if key not in DATASET_STATS:
+        raise ValueError(f"name={name!r} has no statistics; allowed: {', '.join(DATASET_STATS)}")
+    mean, std = DATASET_STATS[key]
+    if len(mean) == in_chans:
+        return mean, std
+    if in_chans == 3:
+        return mean * 3, std * 3
+    return (sum(w * m for w, m in zip(_LUMA, mean, strict=True)),), (
+        sum(w * s for w, s in zip(_LUMA, std, strict=True)),
+    )
+
+
+def _check_in_chans(in_chans: int) -> None:
+    if in_chans not in _MODES:
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+
+
+def _check_args(image_size: int, in_chans: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    _check_in_chans(in_chans)
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if len(mean) != in_chans or len(std) != in_chans:
+        raise ValueError(
+            f"mean and std need in_chans={in_chans} entries each, got mean={tuple(mean)}, std={tuple(std)}"
+        )
+
+
+class ConvertMode:
+    """Convert a PIL image to a mode ("L" for 1 channel, "RGB" for 3); picklable for workers."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: PILImage.Image) -> PILImage.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+def _color_jitter(in_chans: int) -> v2.ColorJitter:
+    # Saturation and hue have no meaning for one channel.
+    if in_chans == 1:
+        return v2.ColorJitter(brightness=0.4, contrast=0.4)
+    return v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """The odd Gaussian-blur kernel closest below 10% of the image size (at least 3)."""
+    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
+
+
+def build_pretrain_transform(
+    image_size: int,
+    in_chans: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    recipe: str = "cifar",
+) -> Callable[[PILImage.Image], torch.Tensor]:
+    """One random SSL view: PIL image -> normalised float32 tensor (in_chans, size, size).
+
+    "cifar": RandomResizedCrop(scale=(0.1, 1)), horizontal flip, colour jitter
+    (0.4, 0.4, 0.4, 0.1; p=0.8), grayscale (p=0.2). "imagenet": scale=(0.08, 1) and, in
+    addition, Gaussian blur (kernel ~10% of the size, sigma 0.1..2, p=0.5). With `in_chans=1`
+    images become "L", the jitter keeps brightness and contrast only and there is no grayscale op.
+
+    Args:
+        image_size: Output height and width.
+        in_chans: 1 or 3.
+        mean: Per-channel mean (length `in_chans`).
+        std: Per-channel std (length `in_chans`).
+        recipe: "cifar" or "imagenet".
+
+    Returns:
+        The transform.
+    """
+    _check_args(image_size, in_chans, mean, std)
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not supported; allowed: {', '.join(RECIPES)}")
+    scale = (0.1, 1.0) if recipe == "cifar" else (0.08, 1.0)
+    ops: list[Callable] = [
+        ConvertMode(_MODES[in_chans]),
+        v2.ToImage(),  # uint8 tensor (C, H, W); the ops below run on tensors
+        v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([_color_jitter(in_chans)], p=0.8),
+    ]
+    if in_chans == 3:
+        ops.append(v2.RandomGrayscale(p=0.2))
+    if recipe == "imagenet":
+        blur = v2.GaussianBlur(blur_kernel_size(image_size), sigma=(0.1, 2.0))
+        ops.append(v2.RandomApply([blur], p=0.5))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)
+
+
+def build_eval_transform(
+    image_size: int,
+    in_chans: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float = 1.0,
+) -> Callable[[PILImage.Image], torch.Tensor]:
+    """The deterministic eval view: resize, centre crop, normalise.
+
+    The shorter side is resized to `image_size / crop_pct`, then the centre `image_size` square
+    is kept: with the default `crop_pct=1.0` a square image is plainly resized (CIFAR,
+    Fashion-MNIST); use 0.875 for the ImageNet-style resize-256-crop-224.
+
+    Args:
+        image_size: Output height and width.
+        in_chans: 1 or 3 (the image is converted to "L" or "RGB").
+        mean: Per-channel mean (length `in_chans`).
+        std: Per-channel std (length `in_chans`).
+        crop_pct: Fraction of the resized image kept by the centre crop, in (0, 1].
+
+    Returns:
+        The transform, PIL image -> float32 tensor (in_chans, image_size, image_size).
+    """
+    _check_args(image_size, in_chans, mean, std)
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    return v2.Compose(
+        [
+            ConvertMode(_MODES[in_chans]),
+            v2.ToImage(),
+            v2.Resize(int(round(image_size / crop_pct)), antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+class TwoViewTransform:
+    """Two random views of an image, reproducible from (seed, epoch, sample index).
+
+    Each call seeds a fresh CPU generator (and python's `random`) from (seed, epoch, index),
+    restoring the caller's RNG states afterwards. The epoch lives in a shared-memory tensor, so
+    DataLoader workers, persistent ones included, see `set_epoch` as long as it is called
+    before the epoch's iterator is created (`for batch in loader`).
+
+    Args:
+        base_transform: One view, PIL image -> tensor (C, H, W), e.g. `build_pretrain_transform`.
+        seed: Run seed, >= 0.
+    """
+
+    def __init__(self, base_transform: Callable[[PILImage.Image], torch.Tensor], seed: int = 0) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.base_transform = base_transform
+        self.seed = seed
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch views are drawn for."""
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next views for `epoch` (call before iterating the DataLoader)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch.fill_(epoch)
+
+    def sample_seed(self, index: int, epoch: int | None = None) -> int:
+        """The 64-bit seed of sample `index` at `epoch` (default: the current epoch)."""
+        epoch = self.epoch if epoch is None else epoch
+        words = np.random.SeedSequence([self.seed, epoch, index]).generate_state(2, dtype=np.uint32)
+        return (int(words[0]) << 32) | int(words[1])
+
+    def __call__(self, image: PILImage.Image, index: int, epoch: int | None = None) -> torch.Tensor:
+        """Two views of `image`, stacked: (2, C, H, W)."""
+        seed = self.sample_seed(index, epoch)
+        python_state = random.getstate()
+        # Only the CPU generator is forked and seeded: CUDA RNG streams stay untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            random.seed(seed)
+            try:
+                views = [self.base_transform(image) for _ in range(2)]
+            finally:
+                random.setstate(python_state)
+        return torch.stack(views)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed}, base_transform={self.base_transform!r})"
+
+
+def _require_columns(dataset: Dataset, columns: Sequence[str]) -> None:
+    for column in columns:
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"column {column!r} not found; columns present: {dataset.column_names}"
+                + (" (add it with gh_hf.data.add_index_column)" if column == "index" else "")
+            )
+
+
+class _TwoViewBatch:
+    """Batch function of `with_two_views` (a class, so spawned workers can unpickle it)."""
+
+    def __init__(self, transform: TwoViewTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        epoch = self.transform.epoch  # read once: one batch, one epoch
+        indices = [int(i) for i in batch["index"]]
+        views = [self.transform(image, i, epoch) for image, i in zip(batch["image"], indices, strict=True)]
+        return {"pixel_values": views, "label": [int(y) for y in batch["label"]], "index": indices}
+
+
+class _EvalBatch:
+    """Batch function of `with_eval_transform`."""
+
+    def __init__(self, transform: Callable[[PILImage.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        output: dict[str, list[Any]] = {"pixel_values": [self.transform(image) for image in batch["image"]]}
+        output["label"] = [int(y) for y in batch["label"]]
+        if "index" in batch:
+            output["index"] = [int(i) for i in batch["index"]]
+        return output
+
+
+def with_two_views(dataset: Dataset, transform: TwoViewTransform) -> Dataset:
+    """`dataset` with rows {"pixel_values": (2, C, H, W) float32, "label": int, "index": int}.
+
+    A `torch.utils.data.DataLoader` with the default collate then yields `pixel_values`
+    (B, 2, C, H, W), `label` (B,) and `index` (B,).
+
+    Args:
+        dataset: A split with columns `image`, `label` and `index` (see `make_long_tailed`).
+        transform: The two-view transform.
+
+    Returns:
+        A formatted view of `dataset` (the input is not modified).
+    """
+    _require_columns(dataset, ("image", "label", "index"))
+    return dataset.with_transform(_TwoViewBatch(transform), columns=["image", "label", "index"])
+
+
+def with_eval_transform(dataset: Dataset, transform: Callable[[PILImage.Image], torch.Tensor]) -> Dataset:
+    """`dataset` with rows {"pixel_values": (C, H, W) float32, "label": int[, "index": int]}.
+
+    Args:
+        dataset: A split with columns `image` and `label` (and, optionally, `index`).
+        transform: One deterministic view, e.g. `build_eval_transform`.
+
+    Returns:
+        A formatted view of `dataset` (the input is not modified).
+    """
+    _require_columns(dataset, ("image", "label"))
+    columns = ["image", "label"] + (["index"] if "index" in dataset.column_names else [])
+    return dataset.with_transform(_EvalBatch(transform), columns=columns)

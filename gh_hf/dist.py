@@ -1,0 +1,62 @@
+"""Distributed helpers: a differentiable all-gather that is a no-op on one process."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as torch_dist
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one process is running."""
+    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if is_distributed() else 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient for the local slice.
+
+    Each process computes its loss on the gathered batch; the gradient reaching a local tensor is
+    the sum over processes of their losses' gradients. DDP's averaging then restores exactly the
+    gradient of the single-process loss (without the sum, gradients come out scaled by 1/W).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.batch_size = tensor.shape[0]
+        gathered = [torch.empty_like(tensor) for _ in range(torch_dist.get_world_size())]
+        torch_dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.contiguous()
+        torch_dist.all_reduce(grad, op=torch_dist.ReduceOp.SUM)
+        start = torch_dist.get_rank() * ctx.batch_size
+        return grad[start : start + ctx.batch_size]
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenates `tensor` (B, ...) from all processes along dim 0, keeping gradients.
+
+    Every process must pass the same batch size. On one process this returns `tensor` itself.
+    """
+    if not is_distributed():
+        return tensor
+    if tensor.requires_grad:
+        return _GatherWithGrad.apply(tensor)
+    gathered = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch_dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered, dim=0)
+
+
+def local_slice(tensor: torch.Tensor, local_batch_size: int) -> torch.Tensor:
+    """Rows of a gathered tensor that belong to this process."""
+    start = rank() * local_batch_size
+    return tensor[start : start + local_batch_size]

@@ -1,0 +1,213 @@
+"""gh_hf models: a timm backbone as a transformers `PreTrainedModel`, with the GH-SSL objective."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from gh_hf.configuration_gh import GHConfig
+from gh_hf.geometry import simplex_etf
+from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent
+
+
+@dataclass
+class GHPreTrainingOutput(ModelOutput):
+    r"""Output of [`GHForPreTraining`].
+
+    Args:
+        loss: `ssl_loss + gh_weight * gh_loss`, scalar.
+        ssl_loss: the SSL base's contrastive loss, scalar.
+        gh_loss: the Geometric Harmonization loss, scalar; None when GH is off or its weight is 0.
+        projections: (B, 2, d) projector outputs z of both views (not normalised).
+        anchor_scores: (B, 2, K) normalised anchor scores s = normalize(z M^T) of both views.
+        pooler_output: (B, 2, F) pooled backbone features of both views.
+    """
+
+    loss: torch.FloatTensor | None = None
+    ssl_loss: torch.FloatTensor | None = None
+    gh_loss: torch.FloatTensor | None = None
+    projections: torch.FloatTensor | None = None
+    anchor_scores: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+
+
+def _use_small_input_stem(backbone: nn.Module, config: GHConfig) -> None:
+    """Swaps a ResNet-style stem for a 3x3 stride-1 conv without max-pool (CIFAR convention)."""
+    if not (hasattr(backbone, "conv1") and hasattr(backbone, "bn1") and hasattr(backbone, "maxpool")):
+        raise ValueError(
+            f"GHConfig.small_input_stem=True needs a ResNet-style timm backbone (with conv1, bn1 and "
+            f"maxpool); backbone={config.backbone!r} has none. Set small_input_stem=False."
+        )
+    stem_width = backbone.bn1.num_features
+    backbone.conv1 = nn.Conv2d(config.in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(backbone.conv1.weight, mode="fan_out", nonlinearity="relu")
+    backbone.maxpool = nn.Identity()
+
+
+def create_backbone(config: GHConfig) -> nn.Module:
+    """The timm backbone of `config`, without classifier (its forward returns pooled features)."""
+    backbone = timm.create_model(
+        config.backbone, pretrained=False, num_classes=0, in_chans=config.in_chans, **config.backbone_kwargs
+    )
+    if config.small_input_stem:
+        _use_small_input_stem(backbone, config)
+    return backbone
+
+
+class GHProjector(nn.Module):
+    """Linear(c, c) - BN - ReLU - Linear(c, d, no bias) - BN."""
+
+    def __init__(self, in_features: int, projection_dim: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(in_features, in_features),
+            nn.BatchNorm1d(in_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(in_features, projection_dim, bias=False),
+            nn.BatchNorm1d(projection_dim),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class GHPreTrainedModel(PreTrainedModel):
+    config_class = GHConfig
+    base_model_prefix = "encoder"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = False
+    _no_split_modules: list[str] = []
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialises gh_hf's own modules only; timm's initialisation of the backbone is kept."""
+        if isinstance(module, GHProjector):
+            for layer in module.layers:
+                if isinstance(layer, nn.Linear):
+                    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+                    if layer.bias is not None:
+                        bound = 1 / math.sqrt(layer.in_features)
+                        init.uniform_(layer.bias, -bound, bound)
+                elif isinstance(layer, nn.BatchNorm1d):
+                    init.ones_(layer.weight)
+                    init.zeros_(layer.bias)
+        elif isinstance(module, GHForPreTraining):
+            config = module.config
+            init.copy_(module.anchors, simplex_etf(config.num_anchors, config.projection_dim, config.anchors_seed))
+            init.constant_(module.class_prior, 1.0 / config.num_anchors)
+
+
+class GHModel(GHPreTrainedModel):
+    """The encoder: a timm backbone whose pooled features are the representation."""
+
+    # A GHForPreTraining checkpoint also holds the projector and GH buffers; the encoder drops them.
+    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^anchors$", r"^class_prior$"]
+
+    def __init__(self, config: GHConfig):
+        super().__init__(config)
+        self.backbone = create_backbone(config)
+        self.num_features = self.backbone.num_features
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
+        """Encodes images.
+
+        Args:
+            pixel_values: (B, C, H, W) normalised images.
+
+        Returns:
+            `BaseModelOutputWithPooling` with `last_hidden_state` the backbone's feature map and
+            `pooler_output` (B, num_features) the pooled features.
+        """
+        feature_map = self.backbone.forward_features(pixel_values)
+        pooled = self.backbone.forward_head(feature_map, pre_logits=True)
+        return BaseModelOutputWithPooling(last_hidden_state=feature_map, pooler_output=pooled)
+
+
+class GHForPreTraining(GHPreTrainedModel):
+    """Encoder + projector + fixed GUS anchors, trained with an SSL base (+ GH).
+
+    Buffers: `anchors` (K, d), the simplex ETF; `class_prior` (K,), the anchor marginal pi used by
+    the surrogate label allocation (uniform until the training loop estimates it).
+    """
+
+    def __init__(self, config: GHConfig):
+        super().__init__(config)
+        self.encoder = GHModel(config)
+        self.projector = GHProjector(self.encoder.num_features, config.projection_dim)
+        anchors = simplex_etf(config.num_anchors, config.projection_dim, config.anchors_seed)
+        self.register_buffer("anchors", anchors)
+        self.register_buffer("class_prior", torch.full((config.num_anchors,), 1.0 / config.num_anchors))
+        self.gh_loss_fn = GHLoss(
+            epsilon=config.sinkhorn_epsilon,
+            sinkhorn_iters=config.sinkhorn_iterations,
+            temperature=config.gh_temperature,
+            gather_distributed=True,
+        )
+        self.post_init()
+
+    def anchor_scores(self, projections: torch.Tensor) -> torch.Tensor:
+        """s = normalize(z M^T) over the K anchors; (..., d) -> (..., K)."""
+        return F.normalize(projections @ self.anchors.to(projections.dtype).T, dim=-1)
+
+    def ssl_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if config.ssl_method == "focal":
+            return focal_nt_xent(z1, z2, config.contrastive_temperature, config.focal_gamma, gather_distributed=True)
+        return nt_xent(z1, z2, config.contrastive_temperature, gather_distributed=True)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        gh_weight: float | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GHPreTrainingOutput | tuple:
+        """Computes the pretraining loss on two views.
+
+        Args:
+            pixel_values: (B, 2, C, H, W), two augmented views of each image.
+            gh_weight: weight of the GH term for this step (the warm-up/ramp schedule); defaults to
+                `config.gh_weight`. Ignored when `config.use_gh` is False.
+            return_dict: return a `GHPreTrainingOutput` (default) or a tuple.
+        """
+        if self.config.ssl_method in ("sdclr", "bcl"):
+            raise NotImplementedError(
+                f"ssl_method={self.config.ssl_method!r} is not implemented yet; use 'simclr' or 'focal'."
+            )
+        if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
+            raise ValueError(f"pixel_values must have shape (B, 2, C, H, W), got {tuple(pixel_values.shape)}.")
+        batch_size = pixel_values.shape[0]
+        views = pixel_values.transpose(0, 1).reshape(2 * batch_size, *pixel_values.shape[2:])
+        pooled = self.encoder(views).pooler_output  # (2B, F)
+        projections = self.projector(pooled)  # (2B, d)
+        scores = self.anchor_scores(projections)  # (2B, K)
+        z1, z2 = projections[:batch_size], projections[batch_size:]
+        ssl_loss = self.ssl_loss(z1, z2)
+        weight = self.config.gh_weight if gh_weight is None else gh_weight
+        gh_loss = None
+        loss = ssl_loss
+        if self.config.use_gh and weight > 0:
+            gh_loss = self.gh_loss_fn(scores[:batch_size], scores[batch_size:], self.class_prior)
+            loss = ssl_loss + weight * gh_loss
+        output = GHPreTrainingOutput(
+            loss=loss,
+            ssl_loss=ssl_loss,
+            gh_loss=gh_loss,
+            projections=projections.view(2, batch_size, -1).transpose(0, 1),
+            anchor_scores=scores.view(2, batch_size, -1).transpose(0, 1),
+            pooler_output=pooled.view(2, batch_size, -1).transpose(0, 1),
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["GHForPreTraining", "GHModel", "GHPreTrainedModel", "GHPreTrainingOutput", "GHProjector"]

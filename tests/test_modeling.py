@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+from gh_hf import GHConfig, GHForPreTraining, GHModel
+from gh_hf.losses import GHLoss, nt_xent
+
+from .conftest import TINY_BACKBONE
+
+
+def test_config_round_trip(tmp_path, tiny_config):
+    tiny_config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, GHConfig)
+    assert loaded.to_diff_dict() | {"_name_or_path": ""} == tiny_config.to_diff_dict() | {"_name_or_path": ""}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"backbone": "not_a_timm_model"}, "backbone"),
+        ({"num_anchors": 200, "projection_dim": 128}, "num_anchors"),
+        ({"contrastive_temperature": 0.0}, "contrastive_temperature"),
+        ({"gh_temperature": -0.1}, "gh_temperature"),
+        ({"sinkhorn_epsilon": 0}, "sinkhorn_epsilon"),
+        ({"ssl_method": "byol"}, "ssl_method"),
+        ({"in_chans": 1, "image_mean": [0.5, 0.5, 0.5]}, "image_mean"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, field):
+    with pytest.raises(ValueError, match=f"GHConfig.{field}="):
+        GHConfig(**kwargs)
+
+
+def test_small_input_stem_is_3x3_stride_1_without_maxpool(tiny_config):
+    backbone = GHModel(tiny_config).backbone
+    assert backbone.conv1.kernel_size == (3, 3) and backbone.conv1.stride == (1, 1)
+    assert isinstance(backbone.maxpool, torch.nn.Identity)
+    with pytest.raises(ValueError, match="small_input_stem"):
+        GHModel(GHConfig(backbone="test_vit", small_input_stem=True))
+
+
+def test_encoder_output_shapes(tiny_config):
+    model = GHModel(tiny_config).eval()
+    out = model(torch.randn(3, 1, 16, 16))
+    assert out.pooler_output.shape == (3, model.num_features) == (3, 64)
+    assert out.last_hidden_state.shape[:2] == (3, 64)
+
+
+def test_init_weights_keeps_timm_initialisation(tiny_config):
+    model = GHForPreTraining(tiny_config)
+    # timm zero-initialises the last BN of each residual block; transformers' default init sets it to 1.
+    assert torch.count_nonzero(model.encoder.backbone.layer1[0].bn2.weight) == 0
+
+
+def test_pretraining_forward_matches_losses(tiny_config):
+    model = GHForPreTraining(tiny_config).train()
+    pixel_values = torch.randn(6, 2, 1, 16, 16)
+    out = model(pixel_values, gh_weight=0.5)
+    assert out.projections.shape == (6, 2, 16) and out.anchor_scores.shape == (6, 2, 10)
+    torch.testing.assert_close(out.anchor_scores.norm(dim=-1), torch.ones(6, 2))
+    z1, z2 = out.projections[:, 0], out.projections[:, 1]
+    torch.testing.assert_close(out.ssl_loss, nt_xent(z1, z2, 0.2))
+    s1, s2 = out.anchor_scores[:, 0], out.anchor_scores[:, 1]
+    torch.testing.assert_close(out.gh_loss, GHLoss()(s1, s2, model.class_prior))
+    torch.testing.assert_close(out.loss, out.ssl_loss + 0.5 * out.gh_loss)
+    out.loss.backward()
+    assert model.encoder.backbone.conv1.weight.grad is not None
+    assert model.anchors.grad is None and not model.anchors.requires_grad
+
+
+def test_pretraining_forward_without_gh_or_zero_weight(tiny_config):
+    pixel_values = torch.randn(4, 2, 1, 16, 16)
+    assert GHForPreTraining(tiny_config)(pixel_values, gh_weight=0.0).gh_loss is None
+    tiny_config.use_gh = False
+    out = GHForPreTraining(tiny_config)(pixel_values)
+    assert out.gh_loss is None and torch.equal(out.loss, out.ssl_loss)
+
+
+def test_focal_base_and_unimplemented_bases(tiny_config):
+    tiny_config.ssl_method = "focal"
+    out = GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
+    assert torch.isfinite(out.loss)
+    tiny_config.ssl_method = "sdclr"
+    with pytest.raises(NotImplementedError, match="sdclr"):
+        GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
+
+
+def test_pretraining_input_shape_is_checked(tiny_config):
+    with pytest.raises(ValueError, match=r"\(B, 2, C, H, W\)"):
+        GHForPreTraining(tiny_config)(torch.randn(4, 1, 16, 16))
+
+
+def test_anchors_and_prior_survive_round_trip(tmp_path, tiny_config):
+    model = GHForPreTraining(tiny_config)
+    model.class_prior.copy_(torch.linspace(1, 2, 10) / torch.linspace(1, 2, 10).sum())
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path)
+    assert isinstance(loaded, GHForPreTraining)
+    assert torch.equal(loaded.anchors, model.anchors)
+    assert torch.equal(loaded.class_prior, model.class_prior)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+ROUND_TRIP_SCRIPT = """
+import sys, torch, gh_hf
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1]).eval()
+pixels = torch.load(sys.argv[2])
+torch.save(model(pixels).pooler_output, sys.argv[3])
+print(type(model).__name__)
+"""
+
+
+def test_auto_model_round_trip_in_fresh_process(tmp_path, tiny_config):
+    model = GHForPreTraining(tiny_config).eval()
+    model.save_pretrained(tmp_path / "model")
+    pixels = torch.randn(3, 1, 16, 16)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    result = subprocess.run(
+        [sys.executable, "-c", ROUND_TRIP_SCRIPT, str(tmp_path / "model"), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip().endswith("GHModel")
+    with torch.no_grad():
+        expected = model.encoder(pixels).pooler_output
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["model_type"] == "gh_timm" and config["backbone_kwargs"] == TINY_BACKBONE["backbone_kwargs"]
+
+
+def test_encoder_save_and_auto_model(tmp_path, tiny_config):
+    encoder = GHModel(tiny_config).eval()
+    encoder.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    pixels = torch.randn(2, 1, 16, 16)
+    assert torch.equal(loaded(pixels).pooler_output, encoder(pixels).pooler_output)
