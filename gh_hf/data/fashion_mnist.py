@@ -122,7 +122,9 @@ def _load_from_hub(split: str, **kwargs) -> Dataset:
     return dataset.cast_column("label", ClassLabel(names=FASHION_MNIST_CLASSES))
 
 
-def load_fashion_mnist(split: str, data_dir: str | None = None, cache_dir: str | None = None, **kwargs) -> Dataset:
+def load_fashion_mnist(
+    split: str, data_dir: str | None = None, cache_dir: str | None = None, **kwargs
+) -> Dataset:
     """Fashion-MNIST as a `Dataset` with columns `image` (28x28 "L" PIL) and `label`.
 
     Args:

@@ -70,6 +70,7 @@ def long_tailed_indices(
     seed: int = 0,
     class_order: Sequence[int] | None = None,
     num_classes: int | None = None,
+    max_per_class: int | float | None = None,
 ) -> list[int]:
     """Indices of a long-tailed subset, chosen as the paper's code does.
 
@@ -83,6 +84,8 @@ def long_tailed_indices(
         seed: Seed of the RandomState.
         class_order: Label ids from head to tail; defaults to 0..C-1.
         num_classes: C; defaults to the largest label + 1.
+        max_per_class: n_max; defaults to len(labels) / C (DESIGN.md). Set it for a source
+            whose classes are not all as large (e.g. digits, 142..146 images per class).
 
     Returns:
         The selected indices, grouped by class in `class_order`.
@@ -90,7 +93,8 @@ def long_tailed_indices(
     labels = np.asarray(labels)
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     order = _check_class_order(class_order, num_classes)
-    counts = long_tailed_counts(len(labels) / num_classes, num_classes, imbalance_ratio, profile)
+    n_max = len(labels) / num_classes if max_per_class is None else max_per_class
+    counts = long_tailed_counts(n_max, num_classes, imbalance_ratio, profile)
     rng = np.random.RandomState(seed)
     selected: list[int] = []
     for class_id, count in zip(order, counts, strict=True):
@@ -98,7 +102,8 @@ def long_tailed_indices(
         if len(members) < count:
             raise ValueError(
                 f"class {class_id} has {len(members)} images but the {profile} profile at "
-                f"imbalance_ratio={imbalance_ratio} needs {count}"
+                f"imbalance_ratio={imbalance_ratio} needs {count} (n_max={n_max}); "
+                "pass a smaller max_per_class"
             )
         rng.shuffle(members)
         selected.extend(members[:count].tolist())
@@ -181,6 +186,7 @@ def make_long_tailed(
     seed: int = 0,
     label_column: str = "label",
     class_order: Sequence[int] | None = None,
+    max_per_class: int | float | None = None,
 ) -> Dataset:
     """A long-tailed subset of a (balanced) split, per DESIGN.md section 4.
 
@@ -191,6 +197,7 @@ def make_long_tailed(
         seed: Seed of the per-class shuffles.
         label_column: The column with class ids; renamed to `label` in the result.
         class_order: Label ids from head to tail; defaults to 0..C-1.
+        max_per_class: n_max; defaults to (rows of `dataset`) / C.
 
     Returns:
         The subset, grouped by class, with columns `label` and `index` (0..n-1) added or
@@ -199,7 +206,9 @@ def make_long_tailed(
     _check_ratio(imbalance_ratio)
     labels = _labels_of(dataset, label_column)
     num_classes = _num_classes(dataset, label_column, labels)
-    indices = long_tailed_indices(labels, imbalance_ratio, profile, seed, class_order, num_classes)
+    indices = long_tailed_indices(
+        labels, imbalance_ratio, profile, seed, class_order, num_classes, max_per_class
+    )
     subset = add_index_column(_with_label_column(dataset.select(indices), label_column))
     counts = np.bincount(labels[indices], minlength=num_classes).tolist()
     metadata = {
@@ -208,6 +217,7 @@ def make_long_tailed(
         "imbalance_ratio": imbalance_ratio,
         "profile": profile,
         "seed": seed,
+        "max_per_class": max_per_class,
         "class_order": list(_check_class_order(class_order, num_classes)),
     }
     return _record(subset, metadata)

@@ -22,6 +22,7 @@ HUB_SOURCES = {
     "cifar100": ("uoft-cs/cifar100", "img", "fine_label"),
 }
 SOURCE_NAMES = ("cifar10", "cifar100", "fashion_mnist", "digits", "imagefolder", "split_file")
+_ALIASES = {"cifar_10": "cifar10", "cifar_100": "cifar100", "fashionmnist": "fashion_mnist"}
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -47,6 +48,7 @@ def load_image_dataset(name: str, split: str = "train", data_dir: str | None = N
         ValueError: Unknown name or split.
     """
     key = name.lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
     if key in HUB_SOURCES:
         return load_cifar(key, _check_split(split), data_dir=data_dir, **kwargs)
     if key == "fashion_mnist":

@@ -1,0 +1,75 @@
+"""Data: image sources, long-tailed splits, augmentations and two-view datasets."""
+
+from __future__ import annotations
+
+from .benchmark import measure_throughput
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    DataSourceNotFoundError,
+    gh_hf_cache_dir,
+    load_fashion_mnist,
+    read_idx,
+)
+from .long_tailed import (
+    PROFILES,
+    add_index_column,
+    balanced_subset,
+    get_class_counts,
+    get_split_metadata,
+    long_tailed_counts,
+    long_tailed_indices,
+    make_long_tailed,
+)
+from .sources import (
+    SOURCE_NAMES,
+    load_cifar,
+    load_digits_dataset,
+    load_image_dataset,
+    load_image_folder,
+    load_split_file,
+    to_common_schema,
+)
+from .transforms import (
+    DATASET_STATS,
+    RECIPES,
+    ConvertMode,
+    TwoViewTransform,
+    build_eval_transform,
+    build_pretrain_transform,
+    default_normalization,
+    with_eval_transform,
+    with_two_views,
+)
+
+__all__ = [
+    "DATASET_STATS",
+    "FASHION_MNIST_CLASSES",
+    "PROFILES",
+    "RECIPES",
+    "SOURCE_NAMES",
+    "ConvertMode",
+    "DataSourceNotFoundError",
+    "TwoViewTransform",
+    "add_index_column",
+    "balanced_subset",
+    "build_eval_transform",
+    "build_pretrain_transform",
+    "default_normalization",
+    "get_class_counts",
+    "get_split_metadata",
+    "gh_hf_cache_dir",
+    "load_cifar",
+    "load_digits_dataset",
+    "load_fashion_mnist",
+    "load_image_dataset",
+    "load_image_folder",
+    "load_split_file",
+    "long_tailed_counts",
+    "long_tailed_indices",
+    "make_long_tailed",
+    "measure_throughput",
+    "read_idx",
+    "to_common_schema",
+    "with_eval_transform",
+    "with_two_views",
+]
