@@ -60,3 +60,14 @@ def local_slice(tensor: torch.Tensor, local_batch_size: int) -> torch.Tensor:
     """Rows of a gathered tensor that belong to this process."""
     start = rank() * local_batch_size
     return tensor[start : start + local_batch_size]
+
+
+def default_accelerator_kwargs() -> dict[str, bool]:
+    """Keyword arguments for `accelerate.Accelerator` that make multi-process CPU runs real.
+
+    On a machine without an accelerator, `accelerate launch --multi_gpu --num_processes N` starts N
+    processes, but `Accelerator()` then treats each as a lone process; `cpu=True` makes them one
+    gloo group (DistributedType.MULTI_CPU).
+    """
+    has_accelerator = hasattr(torch, "accelerator") and torch.accelerator.is_available()
+    return {} if has_accelerator or torch.cuda.is_available() else {"cpu": True}

@@ -1,0 +1,190 @@
+"""Arguments of `scripts/pretrain.py`: three dataclasses parsed by `HfArgumentParser`.
+
+Values come from a YAML preset (`--preset NAME`, default "demo"), then an optional YAML file
+(`--config FILE`), then the command line; each later source overrides the earlier ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+PRESET_DIR = Path(__file__).parent / "presets"
+LR_SCHEDULES = ("auto", "cosine", "two_stage")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"--{name}={value!r} is invalid ({owner}): {allowed}.")
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="fashion_mnist", metadata={"help": "fashion_mnist, digits, cifar10, cifar100, a folder, or split_file."})
+    data_dir: str | None = field(default=None, metadata={"help": "Local copy of the dataset (idx files, saved dataset, image folder)."})
+    split_file: str | None = field(default=None, metadata={"help": "ImageNet-LT/Places-LT style 'path label' file (dataset=split_file)."})
+    image_root: str | None = field(default=None, metadata={"help": "Root of the paths in --split_file."})
+    imbalance_ratio: float = field(default=100.0, metadata={"help": "n_max / n_min of the long-tailed split; 1 keeps the data as is."})
+    imbalance_profile: str = field(default="exp", metadata={"help": "exp or step."})
+    augmentation: str = field(default="cifar", metadata={"help": "cifar (small images) or imagenet (adds blur)."})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process."})
+
+    def __post_init__(self) -> None:
+        if self.imbalance_ratio < 1:
+            _fail("data", "imbalance_ratio", self.imbalance_ratio, "must be >= 1")
+        if self.imbalance_profile not in ("exp", "step"):
+            _fail("data", "imbalance_profile", self.imbalance_profile, "must be 'exp' or 'step'")
+        if self.augmentation not in ("cifar", "imagenet"):
+            _fail("data", "augmentation", self.augmentation, "must be 'cifar' or 'imagenet'")
+        if self.dataloader_num_workers < 0:
+            _fail("data", "dataloader_num_workers", self.dataloader_num_workers, "must be >= 0")
+
+
+@dataclass
+class ModelArguments:
+    backbone: str = field(default="resnet18", metadata={"help": "Any timm model name."})
+    backbone_kwargs: str = field(default="{}", metadata={"help": 'JSON kwargs for timm.create_model, e.g. \'{"channels": [16, 32, 64, 128]}\'.'})
+    in_chans: int | None = field(default=None, metadata={"help": "Input channels; default: 1 for grayscale datasets, else 3."})
+    image_size: int = field(default=32, metadata={"help": "Training resolution."})
+    small_input_stem: bool = field(default=True, metadata={"help": "3x3 stride-1 stem without max-pool (CIFAR convention)."})
+    ssl_method: str = field(default="simclr", metadata={"help": "simclr, focal, sdclr or bcl."})
+    use_gh: bool = field(default=True, metadata={"help": "Add the Geometric Harmonization term."})
+    projection_dim: int = 128
+    num_anchors: int = 100
+    contrastive_temperature: float = 0.2
+    focal_gamma: float = 2.0
+    gh_temperature: float = 0.1
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iterations: int = 300
+    gh_weight: float = 1.0
+    prune_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone_kwargs, dict):
+            self.backbone_kwargs = json.dumps(self.backbone_kwargs)
+        try:
+            parsed = json.loads(self.backbone_kwargs)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--backbone_kwargs={self.backbone_kwargs!r} is invalid (model): not JSON ({error}).") from None
+        if not isinstance(parsed, dict):
+            _fail("model", "backbone_kwargs", self.backbone_kwargs, "must be a JSON object")
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The GHConfig keyword arguments these arguments fix (in_chans/mean/std come from the data)."""
+        kwargs = asdict(self)
+        kwargs["backbone_kwargs"] = json.loads(self.backbone_kwargs)
+        return kwargs
+
+
+@dataclass
+class PretrainingArguments:
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where checkpoints, logs and encoder/ go."})
+    num_epochs: int = 100
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides num_epochs)."})
+    per_device_batch_size: int = 256
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 0.5
+    gh_stage_learning_rate: float = field(default=0.3, metadata={"help": "two_stage schedule: LR at the GH warm-up boundary."})
+    min_learning_rate: float = 1e-6
+    lr_warmup_epochs: float = field(default=10, metadata={"help": "cosine schedule: linear warm-up epochs."})
+    lr_schedule: str = field(default="auto", metadata={"help": "auto (two_stage with GH, else cosine), cosine or two_stage."})
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gh_warmup_epochs: int = field(default=50, metadata={"help": "SSL-only epochs before GH starts."})
+    gh_ramp_epochs: int = field(default=10, metadata={"help": "Epochs over which the GH weight rises to gh_weight."})
+    prior_every_epochs: int = field(default=20, metadata={"help": "Re-estimate the anchor prior every N epochs from the warm-up boundary."})
+    prior_floor: float = field(default=0.0, metadata={"help": "Added to every anchor's count before normalising the prior."})
+    bank_momentum_warmup: float = 0.9
+    bank_momentum: float = 0.999
+    checkpoint_every: int = field(default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: off)."})
+    checkpoint_every_epochs: int = field(default=1, metadata={"help": "Save a checkpoint every N epochs (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the last k checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder or 'latest'."})
+    seed: int = 0
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (through Accelerate)."})
+    report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, wandb, ... (Accelerate trackers)."})
+    logging_steps: int = 10
+    knn_every_epochs: int = field(default=0, metadata={"help": "Run the kNN monitor every N epochs (0: only at the end)."})
+    knn_at_end: bool = field(default=True, metadata={"help": "Run the kNN monitor once training ends."})
+    knn_max_train_samples: int = field(default=10000, metadata={"help": "Balanced labelled images for the kNN monitor's memory."})
+
+    def __post_init__(self) -> None:
+        positive = ("per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "prior_every_epochs", "logging_steps")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                _fail("training", name, getattr(self, name), "must be > 0")
+        non_negative = ("num_epochs", "min_learning_rate", "lr_warmup_epochs", "weight_decay", "gh_warmup_epochs", "gh_ramp_epochs",
+                        "prior_floor", "checkpoint_every", "checkpoint_every_epochs", "knn_every_epochs")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                _fail("training", name, getattr(self, name), "must be >= 0")
+        if self.num_epochs == 0 and self.max_steps <= 0:
+            _fail("training", "num_epochs", self.num_epochs, "must be > 0 unless --max_steps is set")
+        if self.save_total_limit < 1:
+            _fail("training", "save_total_limit", self.save_total_limit, "must be >= 1")
+        for name in ("bank_momentum_warmup", "bank_momentum", "momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                _fail("training", name, getattr(self, name), "must be in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _fail("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            _fail("training", "mixed_precision", self.mixed_precision, f"must be one of {MIXED_PRECISION}")
+
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, PretrainingArguments)
+
+
+def available_presets() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist.")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} {str(path)!r} must hold a mapping of argument names to values.")
+    return values
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The values of a named preset (a YAML file in gh_hf/training/presets/)."""
+    if name not in available_presets():
+        raise ValueError(f"--preset={name!r} is unknown; available presets: {', '.join(available_presets())}.")
+    return _read_yaml(PRESET_DIR / f"{name}.yaml", "Preset")
+
+
+def _check_known(values: dict[str, Any], source: str) -> None:
+    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source} sets unknown arguments {unknown}; known arguments: {sorted(known)}.")
+
+
+def parse_pretrain_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, PretrainingArguments]:
+    """Parses preset, config file and command line into the three argument dataclasses."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="demo")
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    values = load_preset(known.preset)
+    _check_known(values, f"preset {known.preset!r}")
+    if known.config:
+        file_values = _read_yaml(Path(known.config), "Config file")
+        _check_known(file_values, f"config file {known.config!r}")
+        values.update(file_values)
+    if isinstance(values.get("backbone_kwargs"), dict):
+        values["backbone_kwargs"] = json.dumps(values["backbone_kwargs"])
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.add_argument("--preset", default="demo", help=f"One of {available_presets()} (default: demo).")
+    parser.add_argument("--config", default=None, help="A YAML file of argument values (overrides the preset).")
+    parser.set_defaults(**values)
+    # The extra --preset/--config options come back as a trailing Namespace, which is dropped.
+    data_args, model_args, training_args = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[:3]
+    return data_args, model_args, training_args

@@ -1,0 +1,59 @@
+"""Crash-safe checkpoints: written under a temporary name, renamed when complete, last k kept."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary, half-written ones are ignored)."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(match.group(1)), path) for path in root.iterdir() if (match := _NAME.match(path.name)) and path.is_dir()]
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> Path | None:
+    """The checkpoint folder to resume from: a path, 'latest' (None if the run has none yet), or None."""
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir():
+        raise ValueError(f"--resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder (nor 'latest').")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, global_step: int, keep: int) -> Path:
+    """`accelerator.save_state` into `.tmp-step_N`, renamed to `step_N` once every process is done."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step_{global_step:08d}"
+    temporary = root / f".tmp-step_{global_step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,75 @@
+"""The training data: a long-tailed split with two views per image, and its sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader, Sampler
+
+from gh_hf.data import (
+    TwoViewTransform,
+    add_index_column,
+    build_pretrain_transform,
+    load_image_dataset,
+    make_long_tailed,
+    with_two_views,
+)
+from gh_hf.training.arguments import DataArguments
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of the dataset that depends only on (seed, epoch): resumable and rank-agnostic."""
+
+    def __init__(self, num_samples: int, seed: int = 0):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
+    """The long-tailed pretraining split (columns image, label, index; class counts recorded)."""
+    kwargs = {}
+    if data_args.split_file is not None:
+        kwargs = {"split_file": data_args.split_file, "image_root": data_args.image_root}
+    dataset = load_image_dataset(data_args.dataset, split="train", data_dir=data_args.data_dir, **kwargs)
+    if data_args.imbalance_ratio == 1:  # an already long-tailed source (ImageNet-LT/Places-LT split files)
+        return add_index_column(dataset)
+    # n_max = images / classes (DESIGN.md 4) on balanced sources; on a slightly uneven one (digits)
+    # the smallest class bounds it, so the head class never asks for more images than it has.
+    class_sizes = np.bincount(np.asarray(dataset["label"]))
+    max_per_class = min(len(dataset) / len(class_sizes), int(class_sizes.min()))
+    return make_long_tailed(
+        dataset, data_args.imbalance_ratio, data_args.imbalance_profile, seed=seed, max_per_class=max_per_class
+    )
+
+
+def build_train_loader(
+    dataset: Dataset, data_args: DataArguments, config, batch_size: int, seed: int
+) -> tuple[DataLoader, EpochShuffleSampler, TwoViewTransform]:
+    """DataLoader of two-view batches: pixel_values (B, 2, C, H, W), label (B,), index (B,)."""
+    view = build_pretrain_transform(
+        config.image_size, config.in_chans, config.image_mean, config.image_std, recipe=data_args.augmentation
+    )
+    two_views = TwoViewTransform(view, seed=seed)
+    sampler = EpochShuffleSampler(len(dataset), seed=seed)
+    loader = DataLoader(
+        with_two_views(dataset, two_views),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=data_args.dataloader_num_workers,
+        drop_last=True,  # every process gathers equal batches
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+    return loader, sampler, two_views

@@ -1,0 +1,294 @@
+"""The pretraining loop: Accelerate, GH schedules, the score bank and prior, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from gh_hf.configuration_gh import GHConfig
+from gh_hf.data import default_normalization
+from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
+from gh_hf.training.checkpointing import resolve_checkpoint, save_checkpoint
+from gh_hf.training.data import build_train_loader, load_long_tailed_train
+from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
+from gh_hf.training.score_bank import ScoreBank, prior_entropy
+
+logger = logging.getLogger(__name__)
+GRAYSCALE_DATASETS = ("fashion_mnist", "digits")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became inf or NaN; the run stops and the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainerState:
+    """Counters saved with every checkpoint (registered with `accelerator.register_for_checkpointing`)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))
+
+
+def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int) -> GHConfig:
+    """The model config of a run; raises ValueError naming a bad field before any data is loaded."""
+    kwargs = model_args.config_kwargs()
+    in_chans = kwargs.pop("in_chans") or (1 if data_args.dataset in GRAYSCALE_DATASETS else 3)
+    mean, std = default_normalization(data_args.dataset, in_chans)
+    return GHConfig(in_chans=in_chans, image_mean=list(mean), image_std=list(std), anchors_seed=seed, **kwargs)
+
+
+def learning_rate_at(epoch: float, args: PretrainingArguments, use_gh: bool) -> float:
+    schedule = args.lr_schedule
+    if schedule == "auto":
+        schedule = "two_stage" if use_gh and args.gh_warmup_epochs > 0 else "cosine"
+    if schedule == "two_stage":
+        return two_stage_cosine_lr(
+            epoch, args.num_epochs, args.learning_rate, args.gh_stage_learning_rate, args.gh_warmup_epochs, args.min_learning_rate
+        )
+    return warmup_cosine_lr(epoch, args.num_epochs, args.learning_rate, args.lr_warmup_epochs, args.min_learning_rate)
+
+
+def is_prior_refresh_epoch(epoch: int, args: PretrainingArguments) -> bool:
+    return epoch >= args.gh_warmup_epochs and (epoch - args.gh_warmup_epochs) % args.prior_every_epochs == 0
+
+
+class Pretrainer:
+    """Runs GH pretraining as configured by the three argument dataclasses (see `pretrain`)."""
+
+    def __init__(self, data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments):
+        self.data_args, self.model_args, self.args = data_args, model_args, args
+        self.config = build_config(data_args, model_args, args.seed)  # fails fast on bad values
+        if self.config.ssl_method in ("sdclr", "bcl"):
+            raise NotImplementedError(f"--ssl_method={self.config.ssl_method} is not implemented yet; use simclr or focal.")
+        self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        self.accelerator = Accelerator(
+            mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=args.output_dir,
+            **default_accelerator_kwargs(),
+        )
+        self.output_dir = Path(args.output_dir)
+        self.state = TrainerState()
+
+    # ---- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        accelerator, args = self.accelerator, self.args
+        set_seed(args.seed)
+        with accelerator.main_process_first():
+            self.train_dataset = load_long_tailed_train(self.data_args, args.seed)
+        loader, self.sampler, self.two_views = build_train_loader(
+            self.train_dataset, self.data_args, self.config, args.per_device_batch_size, args.seed
+        )
+        model = GHForPreTraining(self.config)
+        if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.bank = ScoreBank(len(self.train_dataset), self.config.num_anchors, device=accelerator.device)
+        accelerator.register_for_checkpointing(self.state, self.bank)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} processes is larger than "
+                f"the training split ({len(self.train_dataset)} images): no full batch per epoch."
+            )
+        if self.resume_path is not None:
+            accelerator.load_state(str(self.resume_path))
+            accelerator.print(f"Resumed from {self.resume_path} (epoch {self.state.epoch}, step {self.state.global_step}).")
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
+        accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
+
+    def all_args(self) -> dict[str, Any]:
+        return {"data": asdict(self.data_args), "model": asdict(self.model_args), "training": asdict(self.args)}
+
+    # ---- schedule ----------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        optimizer_steps_per_epoch = self.steps_per_epoch // self.args.gradient_accumulation_steps
+        total = self.args.num_epochs * optimizer_steps_per_epoch
+        return min(total, self.args.max_steps) if self.args.max_steps > 0 else total
+
+    @property
+    def num_epochs(self) -> int:
+        if self.args.max_steps > 0:
+            per_epoch = self.steps_per_epoch // self.args.gradient_accumulation_steps
+            return max(self.args.num_epochs, math.ceil(self.args.max_steps / max(per_epoch, 1)))
+        return self.args.num_epochs
+
+    def unwrapped(self) -> GHForPreTraining:
+        return self.accelerator.unwrap_model(self.model)
+
+    def refresh_prior(self, epoch: int) -> None:
+        if self.config.use_gh and is_prior_refresh_epoch(epoch, self.args):
+            prior = self.bank.estimate_prior(self.args.prior_floor)
+            self.unwrapped().class_prior.copy_(prior)
+            self.log({"prior_entropy": prior_entropy(prior), "prior": prior.tolist()})
+
+    # ---- loop --------------------------------------------------------------------------------
+    def train(self) -> Path:
+        """Trains to the end (or `max_steps`), then writes `output_dir/encoder/`. Returns that folder."""
+        self.setup()
+        accelerator, args, state = self.accelerator, self.args, self.state
+        progress = tqdm(total=self.total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="pretraining")
+        while state.epoch < self.num_epochs and state.global_step < self.total_steps:
+            self.run_epoch(progress)
+            if state.step_in_epoch == 0:  # the epoch ran to its end
+                self.end_of_epoch()
+        progress.close()
+        if args.checkpoint_every_epochs or args.checkpoint_every:
+            self.checkpoint_if_new()
+        encoder_dir = self.export_encoder()
+        metrics = self.run_monitor() if args.knn_at_end else {}
+        if accelerator.is_main_process and metrics:
+            (self.output_dir / "knn_metrics.json").write_text(json.dumps(metrics, indent=2))
+        accelerator.end_training()
+        return encoder_dir
+
+    def run_epoch(self, progress: tqdm) -> None:
+        accelerator, state = self.accelerator, self.state
+        epoch = state.epoch
+        self.two_views.set_epoch(epoch)
+        if state.step_in_epoch == 0:
+            self.refresh_prior(epoch)
+        loader = accelerator.skip_first_batches(self.loader, state.step_in_epoch) if state.step_in_epoch else self.loader
+        # Accelerate's loaders re-apply their own epoch counter to the sampler when iterated, so the
+        # epoch goes through them (a resumed run's counter would otherwise lag behind).
+        loader.set_epoch(epoch)
+        self.model.train()
+        tick = time.perf_counter()
+        for batch in loader:
+            logs = self.training_step(batch)
+            state.step_in_epoch += 1
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            now = time.perf_counter()
+            logs["images_per_s"] = batch["pixel_values"].shape[0] * accelerator.num_processes * self.args.gradient_accumulation_steps / (now - tick)
+            tick = now
+            if state.global_step % self.args.logging_steps == 0 or state.global_step == 1:
+                self.log(logs)
+                progress.set_postfix(loss=f"{logs['loss']:.3f}", gh=f"{logs['gh_weight']:.2f}")
+            if self.args.checkpoint_every and state.global_step % self.args.checkpoint_every == 0:
+                save_checkpoint(accelerator, self.output_dir, state.global_step, self.args.save_total_limit)
+            if state.global_step >= self.total_steps:
+                return
+        state.epoch += 1
+        state.step_in_epoch = 0
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        accelerator, state, args = self.accelerator, self.state, self.args
+        epoch = state.epoch + state.step_in_epoch / self.steps_per_epoch
+        lr = learning_rate_at(epoch, args, self.config.use_gh)
+        gh_weight = gh_weight_at(epoch, args.gh_warmup_epochs, args.gh_ramp_epochs, self.config.gh_weight)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with accelerator.accumulate(self.model):
+            out = self.model(batch["pixel_values"], gh_weight=gh_weight)
+            terms = torch.stack([out.loss, out.ssl_loss, out.gh_loss if out.gh_loss is not None else torch.zeros_like(out.loss)])
+            global_terms = accelerator.gather(terms.detach().float()[None]).mean(0)  # (3,), identical on all ranks
+            if not torch.isfinite(global_terms).all():
+                self.fail_non_finite(global_terms)
+            accelerator.backward(out.loss)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.update_bank(batch["index"], out.anchor_scores[:, 0], epoch)
+        loss, ssl_loss, gh_loss = global_terms.tolist()
+        return {"loss": loss, "ssl_loss": ssl_loss, "gh_loss": gh_loss, "lr": lr, "gh_weight": gh_weight, "epoch": epoch}
+
+    def update_bank(self, indices: torch.Tensor, scores: torch.Tensor, epoch: float) -> None:
+        momentum = self.args.bank_momentum_warmup if epoch < self.args.gh_warmup_epochs else self.args.bank_momentum
+        update_bank_globally(self.accelerator, self.bank, indices, scores, momentum)
+
+    def fail_non_finite(self, terms: torch.Tensor) -> None:
+        from gh_hf.training.checkpointing import list_checkpoints
+
+        checkpoints = list_checkpoints(self.output_dir)
+        last = str(checkpoints[-1]) if checkpoints else "none written yet"
+        loss, ssl_loss, gh_loss = terms.tolist()
+        raise NonFiniteLossError(
+            f"Non-finite loss at step {self.state.global_step + 1} (epoch {self.state.epoch}): loss={loss}, "
+            f"ssl_loss={ssl_loss}, gh_loss={gh_loss}. Stopping; the last good checkpoint is {last}. "
+            "Lower --learning_rate, use --mixed_precision no, or raise --sinkhorn_epsilon."
+        )
+
+    def end_of_epoch(self) -> None:
+        args, epoch = self.args, self.state.epoch
+        if args.knn_every_epochs and epoch % args.knn_every_epochs == 0:
+            self.log(self.run_monitor())
+        if args.checkpoint_every_epochs and epoch % args.checkpoint_every_epochs == 0:
+            save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, args.save_total_limit)
+
+    def checkpoint_if_new(self) -> None:
+        from gh_hf.training.checkpointing import list_checkpoints
+
+        existing = list_checkpoints(self.output_dir)
+        if not existing or not existing[-1].name.endswith(f"{self.state.global_step:08d}"):
+            save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, self.args.save_total_limit)
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def log(self, values: dict[str, Any]) -> None:
+        """To the Accelerate trackers (scalars) and to output_dir/log.jsonl (everything)."""
+        values = {**values, "step": self.state.global_step}
+        scalars = {key: value for key, value in values.items() if isinstance(value, (int, float))}
+        self.accelerator.log(scalars, step=self.state.global_step)
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "log.jsonl", "a") as handle:
+                handle.write(json.dumps(values) + "\n")
+
+    def run_monitor(self) -> dict[str, float]:
+        """kNN accuracy of the current encoder (see gh_hf.training.monitor); {} when unavailable."""
+        from gh_hf.training.monitor import knn_monitor_metrics
+
+        return knn_monitor_metrics(self)
+
+    def export_encoder(self) -> Path:
+        """Writes output_dir/encoder/ (config, safetensors, card stub, training args) on the main process."""
+        from gh_hf.training.export import export_encoder
+
+        encoder_dir = self.output_dir / "encoder"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            export_encoder(self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset)
+        self.accelerator.wait_for_everyone()
+        return encoder_dir
+
+
+def update_bank_globally(
+    accelerator: Accelerator, bank: ScoreBank, indices: torch.Tensor, scores: torch.Tensor, momentum: float
+) -> None:
+    """Moving average of view-1 scores over the gathered global batch, so every rank holds the same bank."""
+    indices, scores = accelerator.gather((indices, scores.detach().float()))
+    bank.update(indices, scores, momentum)
+
+
+def _flat(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for part in nested.values() for key, value in part.items()}
+
+
+def pretrain(data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments) -> Path:
+    """Pretrains a GH encoder and returns the folder `AutoModel.from_pretrained` loads."""
+    return Pretrainer(data_args, model_args, args).train()

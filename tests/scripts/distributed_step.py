@@ -1,0 +1,91 @@
+"""One GH training step on W gloo processes vs one process on the concatenated batch.
+
+Run with `accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_step.py OUT`.
+Rank 0 writes OUT (JSON) with the largest differences; the pytest test asserts on them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from gh_hf import GHConfig, GHForPreTraining
+from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.losses import GHLoss, nt_xent
+from gh_hf.training.score_bank import ScoreBank
+from gh_hf.training.trainer import update_bank_globally
+
+PER_PROCESS = 6
+GH_WEIGHT = 0.7
+
+
+def reference(model: GHForPreTraining, pixel_values: torch.Tensor, world: int, prior: torch.Tensor):
+    """Single process, global batch; BatchNorm statistics per process-sized slice (as per-process BN)."""
+    z1, z2 = [], []
+    for part in pixel_values.split(PER_PROCESS):
+        views = torch.cat([part[:, 0], part[:, 1]])
+        z = model.projector(model.encoder(views).pooler_output)
+        z1.append(z[:PER_PROCESS])
+        z2.append(z[PER_PROCESS:])
+    z1, z2 = torch.cat(z1), torch.cat(z2)
+    gh = GHLoss(model.config.sinkhorn_epsilon, model.config.sinkhorn_iterations, model.config.gh_temperature)
+    loss = nt_xent(z1, z2, model.config.contrastive_temperature) + GH_WEIGHT * gh(
+        model.anchor_scores(z1), model.anchor_scores(z2), prior
+    )
+    return loss, model.anchor_scores(z1)
+
+
+def main(out_path: str) -> None:
+    accelerator = Accelerator(**default_accelerator_kwargs())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    config = GHConfig(backbone="resnet18", backbone_kwargs={"channels": [8, 16, 32, 64]}, in_chans=1, image_size=12,
+                      projection_dim=16, num_anchors=8)
+    torch.manual_seed(0)
+    model = GHForPreTraining(config)
+    prior = torch.tensor([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02])
+    model.class_prior.copy_(prior)
+    reference_model = GHForPreTraining(config)
+    reference_model.load_state_dict(model.state_dict())
+    pixel_values = torch.randn(world * PER_PROCESS, 2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    indices = torch.arange(world * PER_PROCESS) * 3
+
+    ddp_model = accelerator.prepare(model)
+    local = slice(rank * PER_PROCESS, (rank + 1) * PER_PROCESS)
+    out = ddp_model(pixel_values[local], gh_weight=GH_WEIGHT)
+    accelerator.backward(out.loss)
+    mean_loss = accelerator.gather(out.loss.detach()[None]).mean()
+
+    expected_loss, expected_scores = reference(reference_model, pixel_values, world, prior)
+    expected_loss.backward()
+    grad_diff = max(
+        (p.grad - q.grad).abs().max().item()
+        for p, q in zip(accelerator.unwrap_model(ddp_model).parameters(), reference_model.parameters(), strict=True)
+    )
+    grad_scale = max(q.grad.abs().max().item() for q in reference_model.parameters())
+
+    bank = ScoreBank(3 * world * PER_PROCESS, config.num_anchors)
+    update_bank_globally(accelerator, bank, indices[local], out.anchor_scores[:, 0], momentum=0.9)
+    all_banks = accelerator.gather(bank.scores[None])
+    all_priors = accelerator.gather(bank.estimate_prior()[None])
+    if accelerator.is_main_process:
+        result = {
+            "world": world,
+            "loss": mean_loss.item(),
+            "expected_loss": expected_loss.item(),
+            "max_grad_diff": grad_diff,
+            "max_grad": grad_scale,
+            "bank_vs_reference": (bank.scores[indices] - expected_scores.detach()).abs().max().item(),
+            "banks_identical": bool((all_banks == all_banks[0]).all()),
+            "priors_identical": bool((all_priors == all_priors[0]).all()),
+            "seen": int(bank.seen.sum()),
+        }
+        with open(out_path, "w") as handle:
+            json.dump(result, handle)
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

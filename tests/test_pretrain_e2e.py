@@ -1,0 +1,154 @@
+"""End-to-end pretraining through `accelerate launch`: outputs, resume, 2 processes, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+TINY = [
+    "--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
+    "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--projection_dim", "16", "--num_anchors", "10",
+    "--per_device_batch_size", "64", "--dataloader_num_workers", "0", "--num_epochs", "2",
+    "--gh_warmup_epochs", "1", "--gh_ramp_epochs", "1", "--prior_every_epochs", "1", "--lr_warmup_epochs", "0",
+    "--sinkhorn_iterations", "50", "--knn_at_end", "false", "--logging_steps", "1",
+]  # fmt: skip
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+pytestmark = pytest.mark.slow
+
+
+def launch(args: list[str], processes: int = 1, **kwargs) -> subprocess.CompletedProcess:
+    launcher = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
+    command = [*ACCELERATE, *launcher, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "scripts" / "pretrain.py"), *args]  # fmt: skip
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+LOAD_SCRIPT = """
+import sys, torch, gh_hf
+from transformers import AutoModel
+encoder = AutoModel.from_pretrained(sys.argv[1]).eval()
+size = encoder.config.image_size
+print(type(encoder).__name__, tuple(encoder(torch.zeros(2, encoder.config.in_chans, size, size)).pooler_output.shape))
+"""
+
+
+def test_short_run_leaves_an_encoder_that_auto_model_loads(tmp_path):
+    out = tmp_path / "run"
+    result = check(launch([*TINY, "--output_dir", str(out), "--knn_at_end", "true", "--max_steps", "10"]))
+    assert "Encoder saved to" in result.stdout
+    encoder = out / "encoder"
+    assert {"config.json", "model.safetensors", "README.md", "training_args.json"} <= {p.name for p in encoder.iterdir()}
+    assert not any(key.startswith(("projector", "anchors")) for key in load_file(encoder / "model.safetensors"))
+    loaded = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(encoder)], env=ENV, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "GHModel (2, 64)"
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [entry for entry in logs if "loss" in entry]
+    assert {"loss", "ssl_loss", "gh_loss", "lr", "images_per_s", "gh_weight"} <= set(steps[0])
+    assert steps[-1]["step"] == 10 and steps[-1]["gh_weight"] > 0 and steps[-1]["gh_loss"] > 0
+    assert any("prior_entropy" in entry for entry in logs)
+    knn = json.loads((out / "knn_metrics.json").read_text())
+    assert 0 <= knn["knn_accuracy"] <= 1 and "knn_few" in knn
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "encoder" / "model.safetensors")
+
+
+def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path):
+    common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0"]
+    check(launch([*common, "--output_dir", str(tmp_path / "straight")]))
+
+    interrupted = tmp_path / "interrupted"
+    command = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "scripts" / "pretrain.py"), *common, "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = interrupted / "checkpoints" / "step_00000006"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not (interrupted / "encoder").exists(), "the run was not interrupted mid-way"
+
+    # Resume with another worker count: views depend on (seed, epoch, index) only.
+    check(launch([*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "2"]))
+    straight, resumed = _weights(tmp_path / "straight"), _weights(interrupted)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_two_processes_train_and_checkpoint(tmp_path):
+    out = tmp_path / "ddp"
+    check(launch([*TINY, "--output_dir", str(out), "--max_steps", "6", "--per_device_batch_size", "32", "--checkpoint_every", "3"], processes=2))
+    assert (out / "encoder" / "model.safetensors").exists()
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step_00000003", "step_00000006"]  # no half-written temporaries left
+
+
+def test_distributed_step_equals_single_process_on_global_batch(tmp_path):
+    result_path = tmp_path / "result.json"
+    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(ROOT / "tests" / "scripts" / "distributed_step.py"), str(result_path)]  # fmt: skip
+    check(subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600))
+    result = json.loads(result_path.read_text())
+    assert result["world"] == 2
+    assert result["loss"] == pytest.approx(result["expected_loss"], rel=1e-5)
+    # Without the summed backward of the gather, gradients would be off by a factor of 2 here.
+    assert result["max_grad_diff"] <= 1e-5 * max(1.0, result["max_grad"])
+    assert result["bank_vs_reference"] <= 1e-5
+    assert result["banks_identical"] and result["priors_identical"] and result["seen"] == 12
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    from gh_hf.modeling_gh import GHForPreTraining
+    from gh_hf.training import NonFiniteLossError, Pretrainer, parse_pretrain_args
+
+    original_forward = GHForPreTraining.forward
+    calls = {"n": 0}
+
+    def forward_with_nan_at_step_4(self, *args, **kwargs):
+        out = original_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(GHForPreTraining, "forward", forward_with_nan_at_step_4)
+    out = tmp_path / "nan"
+    trainer = Pretrainer(*parse_pretrain_args([*TINY, "--output_dir", str(out), "--checkpoint_every", "2"]))
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"step 4 .*loss=nan.*ssl_loss=.*gh_loss=.*step_00000002"):
+            trainer.train()
+    finally:
+        AcceleratorState._reset_state(True)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+    assert not (out / "encoder").exists()
+
+
+def test_bad_argument_fails_fast_naming_it(tmp_path):
+    started = time.time()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--num_anchors", "1000", "--output_dir", str(tmp_path)],
+                            env=ENV, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "GHConfig.num_anchors=1000" in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir()) and time.time() - started < 60
