@@ -31,6 +31,17 @@ def test_nt_xent_matches_reference():
     assert NTXentLoss(0.5)(z1, z2).item() == pytest.approx(_reference_nt_xent(z1, z2, 0.5), rel=1e-5)
 
 
+def test_per_sample_reduction_averages_each_images_two_views():
+    z1, z2 = torch.randn(5, 4), torch.randn(5, 4)
+    per_sample = nt_xent(z1, z2, 0.2, reduction="per_sample")
+    assert per_sample.shape == (5,)
+    torch.testing.assert_close(per_sample.mean(), nt_xent(z1, z2, 0.2))
+    # Swapping the views of one image changes nothing for it.
+    torch.testing.assert_close(nt_xent(z2, z1, 0.2, reduction="per_sample"), per_sample)
+    with pytest.raises(ValueError, match="reduction"):
+        nt_xent(z1, z2, reduction="sum")
+
+
 def test_focal_nt_xent_matches_reference():
     z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
     expected = _reference_nt_xent(z1, z2, 0.2, gamma=2.0)

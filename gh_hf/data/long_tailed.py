@@ -179,6 +179,18 @@ def get_class_counts(dataset: Dataset, label_column: str = "label") -> list[int]
     return np.bincount(labels, minlength=_num_classes(dataset, label_column, labels)).tolist()
 
 
+def default_max_per_class(dataset: Dataset, label_column: str = "label") -> float:
+    """n_max for `make_long_tailed`: images / classes (DESIGN.md 4), bounded by the smallest class.
+
+    On the balanced sources of the literature (CIFAR, Fashion-MNIST) this is images / classes; on
+    a slightly uneven one (scikit-learn's digits) the smallest class bounds it, so the head class
+    never needs more images than it has.
+    """
+    labels = _labels_of(dataset, label_column)
+    sizes = np.bincount(labels, minlength=_num_classes(dataset, label_column, labels))
+    return min(len(labels) / len(sizes), int(sizes.min()))
+
+
 def make_long_tailed(
     dataset: Dataset,
     imbalance_ratio: float = 100,

@@ -247,13 +247,64 @@ class TwoViewTransform:
             torch.default_generator.manual_seed(seed)
             random.seed(seed)
             try:
-                views = [self.base_transform(image) for _ in range(2)]
+                views = [self.view(image, index) for _ in range(2)]
             finally:
                 random.setstate(python_state)
         return torch.stack(views)
 
+    def view(self, image: PILImage.Image, index: int) -> torch.Tensor:
+        """One random view of sample `index` (called under the sample's seeded RNG)."""
+        return self.base_transform(image)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, base_transform={self.base_transform!r})"
+
+
+class MemoryBoostedTwoViewTransform(TwoViewTransform):
+    """BCL's memory-boosted views: RandAugment whose magnitude follows each sample's strength.
+
+    A sample of strength s in [0, 1] first gets `num_ops` RandAugment ops at magnitude
+    round(s * max_magnitude), then the usual SSL view. Strengths live in shared memory, so
+    DataLoader workers see `set_strengths` (call it between epochs).
+
+    Args:
+        base_transform: One SSL view, PIL image -> tensor.
+        num_samples: Size of the training split (strengths are indexed by `index`).
+        seed: Run seed.
+        num_ops: RandAugment ops per view (k).
+        max_magnitude: Magnitude of strength 1 (30 in BCL).
+    """
+
+    def __init__(
+        self,
+        base_transform: Callable[[PILImage.Image], torch.Tensor],
+        num_samples: int,
+        seed: int = 0,
+        num_ops: int = 2,
+        max_magnitude: int = 30,
+    ) -> None:
+        super().__init__(base_transform, seed)
+        if num_ops < 1 or max_magnitude < 1:
+            raise ValueError(f"num_ops and max_magnitude must be >= 1, got {num_ops} and {max_magnitude}")
+        self.num_ops = num_ops
+        self.max_magnitude = max_magnitude
+        self.strengths = torch.zeros(num_samples).share_memory_()
+
+    def set_strengths(self, strengths: torch.Tensor) -> None:
+        """Per-sample strengths in [0, 1] for the next epoch."""
+        if strengths.shape != self.strengths.shape:
+            raise ValueError(f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}")
+        self.strengths.copy_(strengths.detach().float().clamp(0, 1).cpu())
+
+    def magnitude(self, index: int) -> int:
+        return round(float(self.strengths[index]) * self.max_magnitude)
+
+    def view(self, image: PILImage.Image, index: int) -> torch.Tensor:
+        magnitude = self.magnitude(index)
+        if magnitude > 0:
+            boost = v2.RandAugment(self.num_ops, magnitude=magnitude, num_magnitude_bins=self.max_magnitude + 1)
+            image = boost(image)
+        return self.base_transform(image)
 
 
 def _require_columns(dataset: Dataset, columns: Sequence[str]) -> None:

@@ -38,8 +38,20 @@ def _positive_log_probs(z1: torch.Tensor, z2: torch.Tensor, temperature: float, 
     return log_probs[rows, positive_cols]
 
 
+def _reduce(per_view: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_view.mean()
+    if reduction == "per_sample":  # (2B,) -> (B,): the mean of each image's two views
+        return per_view.view(2, -1).mean(dim=0)
+    raise ValueError(f"reduction must be 'mean' or 'per_sample', got {reduction!r}.")
+
+
 def nt_xent(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, gather_distributed: bool = False
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.2,
+    gather_distributed: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """SimCLR's normalised-temperature cross-entropy, averaged over all views.
 
@@ -50,12 +62,13 @@ def nt_xent(
         gather_distributed: use the views of all processes as negatives (differentiable gather).
             The returned value is the mean over this process's 2B views; its mean over processes
             is the single-process loss on the global batch.
+        reduction: "mean" (a scalar) or "per_sample" ((B,), each image's two views averaged).
 
     Returns:
-        Scalar loss.
+        The loss.
     """
     _check_positive("temperature", temperature)
-    return -_positive_log_probs(z1, z2, temperature, gather_distributed).mean()
+    return _reduce(-_positive_log_probs(z1, z2, temperature, gather_distributed), reduction)
 
 
 def focal_nt_xent(
@@ -64,13 +77,14 @@ def focal_nt_xent(
     temperature: float = 0.2,
     gamma: float = 2.0,
     gather_distributed: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """NT-Xent with focal modulation: per view (1 - p)^gamma * (-log p), p = p(positive)."""
     _check_positive("temperature", temperature)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}.")
     log_p = _positive_log_probs(z1, z2, temperature, gather_distributed)
-    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
+    return _reduce(-((1 - log_p.exp()) ** gamma) * log_p, reduction)
 
 
 class NTXentLoss(torch.nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
@@ -10,6 +9,7 @@ from torch.utils.data import DataLoader, Sampler
 from gh_hf.data import (
     TwoViewTransform,
     add_index_column,
+    default_max_per_class,
     build_pretrain_transform,
     load_image_dataset,
     make_long_tailed,
@@ -45,12 +45,8 @@ def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
     dataset = load_image_dataset(data_args.dataset, split="train", data_dir=data_args.data_dir, **kwargs)
     if data_args.imbalance_ratio == 1:  # an already long-tailed source (ImageNet-LT/Places-LT split files)
         return add_index_column(dataset)
-    # n_max = images / classes (DESIGN.md 4) on balanced sources; on a slightly uneven one (digits)
-    # the smallest class bounds it, so the head class never asks for more images than it has.
-    class_sizes = np.bincount(np.asarray(dataset["label"]))
-    max_per_class = min(len(dataset) / len(class_sizes), int(class_sizes.min()))
     return make_long_tailed(
-        dataset, data_args.imbalance_ratio, data_args.imbalance_profile, seed=seed, max_per_class=max_per_class
+        dataset, data_args.imbalance_ratio, data_args.imbalance_profile, seed=seed, max_per_class=default_max_per_class(dataset)
     )
 
 

@@ -215,7 +215,8 @@ class Pretrainer:
             accelerator.backward(out.loss)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.update_bank(batch["index"], out.anchor_scores[:, 0], epoch)
+        if self.config.use_gh:  # the bank only feeds GH's prior
+            self.update_bank(batch["index"], out.anchor_scores[:, 0], epoch)
         loss, ssl_loss, gh_loss = global_terms.tolist()
         return {"loss": loss, "ssl_loss": ssl_loss, "gh_loss": gh_loss, "lr": lr, "gh_weight": gh_weight, "epoch": epoch}
 

@@ -1,0 +1,205 @@
+"""Benchmark pretrained encoders on a long-tailed setting (the logic of scripts/benchmark.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Dataset
+
+from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import GROUPINGS, class_groups
+from gh_hf.evaluation.protocols import ProtocolSettings, evaluate_encoder, parse_protocols
+from gh_hf.evaluation.report import markdown_table, plot_per_class_accuracy, write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkArguments:
+    """Arguments of `python scripts/benchmark.py` (also usable under `accelerate launch`)."""
+
+    encoders: list[str] = field(
+        default_factory=list, metadata={"help": "Encoder folders or Hub ids (AutoModel.from_pretrained)."}
+    )
+    output_dir: str = field(default="benchmark", metadata={"help": "Where results.json/.md and the plot go."})
+    dataset: str = field(default="fashion_mnist", metadata={"help": "A gh_hf.data.load_image_dataset name."})
+    data_dir: str | None = field(default=None, metadata={"help": "Local copy of the dataset, if any."})
+    imbalance_ratio: float = field(default=100, metadata={"help": "n_max / n_min of the pretraining split."})
+    profile: str = field(default="exp", metadata={"help": "Long-tail profile: exp or step."})
+    long_tailed_seed: int = field(default=0, metadata={"help": "Seed of make_long_tailed."})
+    max_per_class: int | None = field(
+        default=None, metadata={"help": "n_max of make_long_tailed (default: train size / C, as in pretraining)."}
+    )
+    class_counts: str | None = field(
+        default=None,
+        metadata={"help": "Pretraining class counts (comma list or JSON file), instead of make_long_tailed."},
+    )
+    protocols: str = field(
+        default="linear,knn,fewshot100", metadata={"help": "linear, knn, fewshot<N>, comma-separated."}
+    )
+    grouping: str = field(
+        default="thirds", metadata={"help": "thirds (CIFAR-LT) or thresholds (ImageNet-LT)."}
+    )
+    linear_epochs: int = field(default=500, metadata={"help": "Linear / few-shot probe epochs."})
+    linear_lr: float = field(default=1e-2, metadata={"help": "Probe initial learning rate."})
+    linear_final_lr: float = field(default=1e-6, metadata={"help": "Probe final learning rate."})
+    linear_weight_decay: float = field(default=5e-6, metadata={"help": "Probe weight decay."})
+    linear_batch_size: int = field(default=1000, metadata={"help": "Probe mini-batch size."})
+    feature_norm: str = field(default="standardize", metadata={"help": "standardize, l2 or none."})
+    knn_k: int = field(default=200, metadata={"help": "kNN neighbours."})
+    knn_temperature: float = field(default=0.07, metadata={"help": "kNN vote temperature."})
+    seed: int = field(default=0, metadata={"help": "Seed of probes, few-shot subsets and subsampling."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Subsample the probe train set."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Subsample the test set."})
+    batch_size: int = field(default=256, metadata={"help": "Images per forward pass (per process)."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder."})
+
+    def __post_init__(self) -> None:
+        if not self.encoders:
+            raise ValueError("encoders must name at least one encoder folder or Hub id, got []")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}")
+        parse_protocols(self.protocols)
+        for name in ("max_train_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {value}")
+
+    def probe_settings(self) -> ProtocolSettings:
+        """The probes' hyper-parameters."""
+        names = ProtocolSettings.__dataclass_fields__
+        return ProtocolSettings(**{name: getattr(self, name) for name in names})
+
+
+def _subsample(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+
+
+def pretraining_class_counts(args: BenchmarkArguments, train: Dataset) -> list[int]:
+    """Counts per class of the long-tailed pretraining split: given, or from `make_long_tailed`."""
+    from gh_hf.data import default_max_per_class, get_class_counts, make_long_tailed
+
+    if args.class_counts is None:
+        long_tailed = make_long_tailed(
+            train,
+            args.imbalance_ratio,
+            args.profile,
+            seed=args.long_tailed_seed,
+            max_per_class=args.max_per_class or default_max_per_class(train),
+        )
+        return get_class_counts(long_tailed)
+    text = args.class_counts
+    if Path(text).is_file():
+        text = Path(text).read_text()
+    try:
+        counts = json.loads(text) if text.strip().startswith("[") else [int(c) for c in text.split(",")]
+    except ValueError as error:
+        raise ValueError(
+            f"class_counts must be comma-separated integers or a JSON list (or a file holding one), got {text!r}"
+        ) from error
+    class_groups(counts, args.grouping)  # validates them
+    return [int(c) for c in counts]
+
+
+def _dataset_info(args: BenchmarkArguments, train: Dataset, test: Dataset, class_counts: list[int]) -> dict:
+    label = train.features["label"]
+    return {
+        "name": args.dataset,
+        "imbalance_ratio": None if args.class_counts else args.imbalance_ratio,
+        "profile": None if args.class_counts else args.profile,
+        "long_tailed_seed": None if args.class_counts else args.long_tailed_seed,
+        "max_per_class": None if args.class_counts else args.max_per_class,
+        "class_counts": class_counts,
+        "class_names": label.names if isinstance(label, ClassLabel) else None,
+        "grouping": args.grouping,
+        "groups": class_groups(class_counts, args.grouping),
+        "num_train": len(train),
+        "num_test": len(test),
+    }
+
+
+def _evaluate_one(encoder: str, args: BenchmarkArguments, data: dict[str, Any], accelerator: Any) -> dict:
+    from transformers import AutoModel  # gh_hf/__init__ (run before this module) registered GHModel
+
+    model = AutoModel.from_pretrained(encoder).to(accelerator.device)
+    metrics = evaluate_encoder(
+        model,
+        data["train"],
+        data["test"],
+        data["class_counts"],
+        protocols=args.protocols,
+        grouping=args.grouping,
+        settings=args.probe_settings(),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        accelerator=accelerator,
+        cache_dir=args.cache_dir,
+    )
+    settings = args.probe_settings()
+    return {
+        name: {"metrics": values, "settings": settings.for_protocol(name)} for name, values in metrics.items()
+    }
+
+
+def write_outputs(report: dict[str, Any], output_dir: str | Path) -> str:
+    """Write results.json, results.md and per_class_accuracy.png; return the Markdown table."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(report, output_dir / "results.json")
+    table = markdown_table(report["results"])
+    (output_dir / "results.md").write_text(table)
+    main = report["main_protocol"]
+    per_class = {
+        name: entry[main]["metrics"]["per_class_accuracy"] for name, entry in report["results"].items()
+    }
+    title = f"{report['dataset']['name']}: per-class accuracy, {main} protocol"
+    dataset = report["dataset"]
+    plot_path = output_dir / "per_class_accuracy.png"
+    plot_per_class_accuracy(per_class, dataset["class_counts"], plot_path, title, dataset["groups"])
+    return table
+
+
+def run_benchmark(args: BenchmarkArguments, accelerator: Any | None = None) -> dict[str, Any]:
+    """Evaluate every encoder with every protocol; the main process writes the outputs.
+
+    Args:
+        args: The benchmark's arguments.
+        accelerator: An `accelerate.Accelerator` (one is created if None).
+
+    Returns:
+        The report written to results.json: {"dataset", "protocols", "main_protocol", "results":
+        {encoder: {protocol: {"metrics", "settings"}}}} (NaN where results.json has null).
+    """
+    from accelerate import Accelerator
+
+    from gh_hf.data import load_image_dataset
+    from gh_hf.dist import default_accelerator_kwargs
+
+    accelerator = accelerator or Accelerator(**default_accelerator_kwargs())
+    protocols = parse_protocols(args.protocols)
+    train = load_image_dataset(args.dataset, split="train", data_dir=args.data_dir)
+    test = load_image_dataset(args.dataset, split="test", data_dir=args.data_dir)
+    class_counts = pretraining_class_counts(args, train)
+    data = {
+        "train": _subsample(train, args.max_train_samples, args.seed),
+        "test": _subsample(test, args.max_test_samples, args.seed),
+        "class_counts": class_counts,
+    }
+    results = {encoder: _evaluate_one(encoder, args, data, accelerator) for encoder in args.encoders}
+    report = {
+        "dataset": _dataset_info(args, data["train"], data["test"], class_counts),
+        "protocols": protocols,
+        "main_protocol": protocols[0],
+        "arguments": asdict(args),
+        "results": results,
+    }
+    if accelerator.is_main_process:
+        print(write_outputs(report, args.output_dir))
+    accelerator.wait_for_everyone()
+    return report

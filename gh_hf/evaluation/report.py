@@ -1,0 +1,125 @@
+"""Benchmark reports: results.json, a Markdown table and the per-class accuracy plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TABLE_COLUMNS = (
+    ("Overall", "accuracy"),
+    ("Many", "many"),
+    ("Medium", "medium"),
+    ("Few", "few"),
+    ("Std", "per_class_std"),
+)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN / inf floats replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    """Write `report` as indented strict JSON (NaN -> null)."""
+    Path(path).write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One row per encoder x protocol: Overall, Many, Medium, Few, Std, in percent.
+
+    Args:
+        results: {encoder: {protocol: {"metrics": metric dict, ...}}}.
+
+    Returns:
+        A GitHub-flavoured Markdown table (a group without classes shows "n/a").
+    """
+    header = ["Encoder", "Protocol", *(title for title, _ in TABLE_COLUMNS)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|",
+    ]
+    for encoder, protocols in results.items():
+        for protocol, entry in protocols.items():
+            metrics = entry["metrics"]
+            cells = [encoder, protocol, *(_percent(metrics[key]) for _, key in TABLE_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _minor_tick_label(value: float, _position: int) -> str:
+    # Plain numbers on the 2x and 5x minor ticks of the log axis, nothing on the others.
+    return f"{value:g}" if f"{value:e}"[0] in "25" else ""
+
+
+def _group_boundaries(counts: np.ndarray, groups: dict[str, Sequence[int]]) -> list[float]:
+    # Between consecutive non-empty groups: the geometric mean of the two adjacent counts.
+    present = [list(groups[name]) for name in ("many", "medium", "few") if groups.get(name)]
+    boundaries = []
+    for upper, lower in zip(present, present[1:], strict=False):
+        low, high = max(counts[upper].min(), 0.5), max(counts[lower].max(), 0.5)
+        boundaries.append(float(np.sqrt(low * high)))
+    return boundaries
+
+
+def plot_per_class_accuracy(
+    per_class: dict[str, Sequence[float]],
+    class_counts: Sequence[int],
+    path: str | Path,
+    title: str = "",
+    groups: dict[str, Sequence[int]] | None = None,
+) -> None:
+    """Per-class accuracy (%) against the class's count in the pretraining split, one line per encoder.
+
+    Classes are ordered by count (head to tail); the x axis is logarithmic (a count of 0 is
+    drawn at 0.5). Classes without test samples (NaN) are skipped.
+
+    Args:
+        per_class: {legend label: per-class accuracies in [0, 1], indexed by class id}.
+        class_counts: Images per class id in the long-tailed pretraining split.
+        path: Output PNG.
+        title: Figure title.
+        groups: Optional {"many": ids, "medium": ids, "few": ids}; dashed lines mark where
+            one group ends and the next begins.
+    """
+    # The Agg canvas directly, not pyplot: no global backend switch, no GUI, safe in workers.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
+    counts = np.asarray(class_counts, dtype=float)
+    order = np.lexsort((np.arange(counts.size), -counts))
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for label, accuracies in per_class.items():
+        values = 100 * np.asarray(accuracies, dtype=float)[order]
+        keep = ~np.isnan(values)
+        axes.plot(np.maximum(counts[order], 0.5)[keep], values[keep], marker="o", markersize=3, label=label)
+    for boundary in _group_boundaries(counts, groups or {}):
+        axes.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(FuncFormatter(_minor_tick_label))
+    axes.set_xlabel("Training images of the class in the long-tailed pretraining split (log scale)")
+    axes.set_ylabel("Per-class top-1 accuracy (%)")
+    axes.set_ylim(-2, 102)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

@@ -1,0 +1,126 @@
+"""evaluate_encoder, KNNMonitor and scripts/benchmark.py on scikit-learn's digits with tiny encoders."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gh_hf.evaluation import (
+    BenchmarkArguments,
+    KNNMonitor,
+    ProtocolSettings,
+    evaluate_encoder,
+    markdown_table,
+)
+from gh_hf.evaluation.benchmark import pretraining_class_counts
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"backbone": "resnet18", "backbone_kwargs": {"channels": [8, 16, 32, 64]}, "in_chans": 1}
+METRIC_KEYS = {"accuracy", "many", "medium", "few", "per_class_std", "per_class_accuracy"}
+
+
+def _tiny_encoder(seed: int):
+    from gh_hf import GHConfig, GHModel
+
+    torch.manual_seed(seed)
+    return GHModel(GHConfig(**TINY, image_size=16, small_input_stem=True))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from gh_hf.data import load_image_dataset
+
+    return load_image_dataset("digits", split="train"), load_image_dataset("digits", split="test")
+
+
+def _check_metrics(metrics: dict) -> None:
+    assert set(metrics) == METRIC_KEYS and len(metrics["per_class_accuracy"]) == 10
+    for key in METRIC_KEYS - {"per_class_accuracy"}:
+        assert 0.0 <= metrics[key] <= 1.0, key
+
+
+@pytest.mark.slow
+def test_evaluate_encoder_reuses_cached_features(digits, tmp_path):
+    train, test = digits
+    counts = [140, 108, 83, 64, 50, 38, 30, 23, 18, 14]
+    model = _tiny_encoder(0)
+    kwargs = {"protocols": "knn,fewshot20", "cache_dir": str(tmp_path), "batch_size": 512}
+    kwargs["settings"] = ProtocolSettings(linear_epochs=20)
+    first = evaluate_encoder(model, train, test, counts, **kwargs)
+    assert set(first) == {"knn", "fewshot20"}
+    for metrics in first.values():
+        _check_metrics(metrics)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2  # train and test features
+    model.forward = None  # a second run must not touch the model
+    assert evaluate_encoder(model, train, test, counts, **kwargs) == first
+
+
+@pytest.mark.slow
+def test_knn_monitor_on_pretraining_model_restores_train_mode(digits, tiny_config):
+    from gh_hf import GHForPreTraining
+    from gh_hf.data import build_eval_transform, with_eval_transform
+
+    _, test = digits
+    model = GHForPreTraining(tiny_config).train()
+    transform = build_eval_transform(16, 1, tiny_config.image_mean, tiny_config.image_std)
+    bank = with_eval_transform(test, transform)
+    monitor = KNNMonitor(bank, bank, class_counts=[36] * 5 + [4] * 5, k=1, batch_size=512)
+    result = monitor(model)
+    assert set(result) == {"knn_accuracy", "knn_many", "knn_medium", "knn_few", "knn_std"}
+    # k = 1 on the bank itself: every query finds itself (no two digits images are identical).
+    assert result["knn_accuracy"] == 1.0 and result["knn_few"] == 1.0 and result["knn_std"] == 0.0
+    assert model.training
+
+
+def test_benchmark_arguments_validate():
+    with pytest.raises(ValueError, match="grouping"):
+        BenchmarkArguments(encoders=["x"], grouping="halves")
+    with pytest.raises(ValueError, match="protocol"):
+        BenchmarkArguments(encoders=["x"], protocols="linear,svm")
+    with pytest.raises(ValueError, match="encoders"):
+        BenchmarkArguments()
+    args = BenchmarkArguments(encoders=["x"], class_counts="5,3,1")
+    assert pretraining_class_counts(args, train=None) == [5, 3, 1]
+
+
+def test_markdown_table_formats_percentages_and_nan():
+    metrics = {"accuracy": 0.5, "many": 1.0, "medium": math.nan, "few": 0.123456, "per_class_std": 0.25}
+    table = markdown_table({"enc": {"linear": {"metrics": metrics}}})
+    assert table.splitlines()[2] == "| enc | linear | 50.00 | 100.00 | n/a | 12.35 | 25.00 |"
+
+
+@pytest.mark.slow
+def test_benchmark_script_end_to_end(tmp_path):
+    encoders = []
+    for seed in (0, 1):
+        encoders.append(str(tmp_path / f"encoder{seed}"))
+        _tiny_encoder(seed).save_pretrained(encoders[-1])
+    output = tmp_path / "bench"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--encoders", *encoders]
+    command += ["--dataset", "digits", "--imbalance_ratio", "10", "--max_per_class", "140"]
+    command += ["--protocols", "linear,knn,fewshot50", "--linear_epochs", "3", "--output_dir", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    report = json.loads((output / "results.json").read_text())
+    assert report["dataset"]["class_counts"] == [140, 108, 83, 64, 50, 38, 30, 23, 18, 14]
+    assert report["dataset"]["groups"] == {"many": [0, 1, 2, 3], "medium": [4, 5, 6], "few": [7, 8, 9]}
+    assert set(report["results"]) == set(encoders)
+    for protocols in report["results"].values():
+        assert list(protocols) == ["linear", "knn", "fewshot50"]
+        for entry in protocols.values():
+            _check_metrics(entry["metrics"])
+        assert protocols["fewshot50"]["settings"]["shots_per_class"] == 50
+        assert protocols["linear"]["settings"]["linear_epochs"] == 3
+    table = (output / "results.md").read_text()
+    assert len(table.splitlines()) == 2 + 6 and table in completed.stdout
+    png = (output / "per_class_accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
