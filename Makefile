@@ -31,8 +31,17 @@ quality: $(PY)
 	$(VENV)/bin/ruff check gh_hf scripts tests
 	$(VENV)/bin/ruff format --check gh_hf scripts tests
 
+# The quickstart: pretrain the demo preset (Fashion-MNIST-LT, SimCLR + GH) on this machine.
+ACCELERATE_ARGS := --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 demo: $(PY)
-	@echo "make demo will run: accelerate launch scripts/pretrain.py (the 'demo' preset) — coming with the training issue."
+	$(VENV)/bin/accelerate launch $(ACCELERATE_ARGS) scripts/pretrain.py --preset demo
+	@echo
+	@echo "Encoder: outputs/demo/encoder (kNN accuracy in outputs/demo/knn_metrics.json). Load it with:"
+	@echo "  .venv/bin/python -c \"import gh_hf; from transformers import AutoModel; print(AutoModel.from_pretrained('outputs/demo/encoder'))\""
+
+# Reruns README "Results": 3 arms x 2 seeds on Fashion-MNIST-LT, then the benchmark (hours on 2 CPU cores).
+experiment: $(PY)
+	$(PY) scripts/experiment.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Rerun the Fashion-MNIST-LT table of README "Results": `make experiment` (or this script).
+
+Pretrains every arm x seed with the `fashion_mnist_lt` preset through `accelerate launch`,
+benchmarks all encoders with scripts/benchmark.py, and writes results/fashion_mnist_lt/:
+results.json/.md and per_class_accuracy.png (the benchmark's), summary.md (mean and spread over
+seeds), runs/<run>/log.jsonl (training logs, with the prior estimates) and commands.md (the exact
+commands and the commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = {  # name -> arguments on top of the preset
+    "simclr": ["--use_gh", "false", "--lr_schedule", "cosine"],
+    "simclr_two_stage_lr": ["--use_gh", "false", "--lr_schedule", "two_stage"],
+    "simclr_gh": ["--use_gh", "true", "--lr_schedule", "two_stage"],
+}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+METRICS = ("accuracy", "many", "medium", "few", "per_class_std")
+
+
+def run(command: list[str], log: list[str]) -> None:
+    log.append(" ".join(command))
+    print("$", log[-1], flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def summarise(report: dict, runs: dict[str, list[str]]) -> str:
+    lines = ["| Arm | Protocol | Seeds | Overall | Many | Medium | Few | Std |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for protocol in report["protocols"]:
+        for arm, encoders in runs.items():
+            cells = []
+            for metric in METRICS:
+                values = [100 * report["results"][encoder][protocol]["metrics"][metric] for encoder in encoders]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+            lines.append(f"| {arm} | {protocol} | {len(encoders)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nmean ± sample standard deviation over seeds, in %.\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--work_dir", default="outputs/experiment")
+    parser.add_argument("--results_dir", default="results/fashion_mnist_lt")
+    parser.add_argument("--linear_epochs", default="200")
+    parser.add_argument("--extra", default="", help="Extra pretraining arguments, e.g. '--num_epochs 2' for a smoke run.")
+    args = parser.parse_args()
+    work, results = ROOT / args.work_dir, ROOT / args.results_dir
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "gh_hf", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout)
+    commands: list[str] = []
+    runs: dict[str, list[str]] = {}
+    timings = {}
+    for arm in args.arms.split(","):
+        for seed in args.seeds.split(","):
+            output_dir = work / f"{arm}_seed{seed}"
+            start = time.time()
+            run([*LAUNCH, "scripts/pretrain.py", "--preset", "fashion_mnist_lt", *ARMS[arm], "--seed", seed,
+                 "--output_dir", str(output_dir), *args.extra.split()], commands)  # fmt: skip
+            timings[f"{arm}_seed{seed}"] = round(time.time() - start, 1)
+            runs.setdefault(arm, []).append(str(output_dir / "encoder"))
+    encoders = [encoder for group in runs.values() for encoder in group]
+    run([sys.executable, "scripts/benchmark.py", "--encoders", *encoders, "--dataset", "fashion_mnist", "--imbalance_ratio", "100",
+         "--protocols", "linear,knn", "--linear_epochs", args.linear_epochs, "--output_dir", str(results)], commands)  # fmt: skip
+    report = json.loads((results / "results.json").read_text())
+    (results / "summary.md").write_text(summarise(report, runs))
+    for name in timings:
+        target = results / "runs" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("log.jsonl", "training_args.json", "knn_metrics.json"):
+            if (work / name / file).exists():
+                shutil.copy(work / name / file, target / file)
+    (results / "commands.md").write_text(
+        f"commit: {commit}{' (with uncommitted changes)' if dirty else ''}\n\n"
+        f"wall time per pretraining run (s): {json.dumps(timings)}\n\n```\n" + "\n".join(commands) + "\n```\n"
+    )
+    print((results / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
