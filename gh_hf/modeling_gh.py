@@ -14,9 +14,18 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from gh_hf.configuration_gh import GHConfig
-from gh_hf.geometry import simplex_etf
-from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent
+from .configuration_gh import GHConfig
+from .geometry import simplex_etf
+
+# Relative imports only, apart from the losses: transformers copies this file, and the files it
+# imports relatively, next to a saved GHModel (Hub remote code, see gh_hf.hub), where gh_hf may be
+# absent. The copy loads the encoder; only pretraining needs the losses.
+try:
+    from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent
+except ModuleNotFoundError as error:
+    if error.name != "gh_hf":
+        raise
+    GHLoss = focal_nt_xent = nt_xent = None
 
 
 @dataclass
@@ -141,6 +150,11 @@ class GHForPreTraining(GHPreTrainedModel):
     """
 
     def __init__(self, config: GHConfig):
+        if GHLoss is None:
+            raise ImportError(
+                "GHForPreTraining needs the gh_hf package (pip install gh_hf); this copy of modeling_gh.py "
+                "runs as Hub remote code, which loads the encoder (AutoModel) only."
+            )
         super().__init__(config)
         self.encoder = GHModel(config)
         self.projector = GHProjector(self.encoder.num_features, config.projection_dim)

@@ -1,55 +1,59 @@
-"""What a run leaves for users: output_dir/encoder/ with config, safetensors weights and a card stub."""
+"""What a run leaves for users: output_dir/encoder/, the folder `AutoModel` loads and the Hub receives.
+
+See gh_hf.hub.encoder_folder for its files: config, safetensors weights, processor config, the
+remote-code files, the model card, and the run's records the card is rendered from.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from gh_hf.data import get_class_counts
+from gh_hf.hub.card import write_model_card
+from gh_hf.hub.encoder_folder import (
+    RUN_INFO_FILE,
+    SPLIT_FILE,
+    TRAINING_ARGS_FILE,
+    save_encoder_folder,
+    split_summary,
+    write_json,
+)
 from gh_hf.modeling_gh import GHForPreTraining
 
-CARD_STUB = """---
-library_name: transformers
-pipeline_tag: image-feature-extraction
-tags: [self-supervised, geometric-harmonization, long-tailed, timm, {ssl_method}]
----
-
-# GH encoder: {backbone} pretrained with {method} on {dataset}
-
-A `{backbone}` (timm) encoder pretrained with self-supervised {method} on a long-tailed split of
-`{dataset}` (imbalance ratio {ratio}, {num_images} images, per-class counts {counts}), with
-[gh_hf](https://arxiv.org/abs/2310.17622).
-
-```python
-import gh_hf
-from transformers import AutoModel
-encoder = AutoModel.from_pretrained("path/to/this/folder")  # encoder(pixel_values).pooler_output
-```
-
-Training arguments are in `training_args.json`. No evaluation figures are claimed here; benchmark
-this encoder with `python scripts/benchmark.py --encoders <this folder>`.
-"""
+logger = logging.getLogger(__name__)
 
 
-def export_encoder(model: GHForPreTraining, encoder_dir: str | Path, all_args: dict[str, Any], train_dataset: Dataset) -> Path:
-    """Saves the encoder part of `model` (no projector, anchors or optimizer state) for `AutoModel`."""
-    encoder_dir = Path(encoder_dir)
-    model.encoder.save_pretrained(encoder_dir)
-    (encoder_dir / "training_args.json").write_text(json.dumps(all_args, indent=2))
-    config = model.config
-    method = config.ssl_method.upper() + (" + GH" if config.use_gh else "")
-    counts = get_class_counts(train_dataset)
-    card = CARD_STUB.format(
-        ssl_method=config.ssl_method,
-        backbone=config.backbone,
-        method=method,
-        dataset=all_args["data"]["dataset"],
-        ratio=all_args["data"]["imbalance_ratio"],
-        num_images=len(train_dataset),
-        counts=counts,
-    )
-    (encoder_dir / "README.md").write_text(card)
+def export_encoder(
+    model: GHForPreTraining,
+    encoder_dir: str | Path,
+    all_args: dict[str, Any],
+    train_dataset: Dataset,
+    run_info: dict[str, Any] | None = None,
+) -> Path:
+    """Saves the encoder part of `model` (no projector, anchors or optimizer state) with its card.
+
+    Args:
+        model: The trained model (unwrapped).
+        encoder_dir: The folder to write (output_dir/encoder).
+        all_args: {"data", "model", "training"} arguments of the run, saved as training_args.json.
+        train_dataset: The long-tailed pretraining split, summarised in long_tailed_split.json.
+        run_info: Measured facts of the run (see `gh_hf.hub.collect_run_info`), saved as
+            run_info.json when given.
+
+    Returns:
+        `encoder_dir` as a `Path`.
+    """
+    encoder_dir = save_encoder_folder(model.encoder, encoder_dir)
+    write_json(all_args, encoder_dir / TRAINING_ARGS_FILE)
+    split = split_summary(all_args["data"]["dataset"], train_dataset, seed=all_args["training"]["seed"])
+    write_json(split, encoder_dir / SPLIT_FILE)
+    if run_info is not None:
+        write_json(run_info, encoder_dir / RUN_INFO_FILE)
+    try:
+        write_model_card(encoder_dir, encoder=model.encoder)
+    except FileNotFoundError as error:  # an install without the card template: keep the weights, say so
+        logger.warning("Encoder saved without README.md: %s", error)
     return encoder_dir

@@ -1,0 +1,97 @@
+"""Measured facts about a training run (hardware, wall time) for `run_info.json` and the model card."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import torch
+
+PACKAGES = ("gh_hf", "torch", "timm", "transformers", "accelerate")
+
+
+def describe_hardware(device: torch.device | str, num_processes: int = 1) -> str:
+    """The hardware a run used, e.g. "4 x NVIDIA H100 80GB HBM3" or "CPU: x86_64, 2 cores"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{num_processes} x {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        processes = f", {num_processes} processes" if num_processes > 1 else ""
+        return f"CPU: {platform.machine() or 'unknown'}, {os.cpu_count()} cores{processes}"
+    return f"{num_processes} x {device.type}"
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict[str, Any]:
+    """What the trainer writes to `run_info.json` (read by the model card's compute section).
+
+    Args:
+        accelerator: The run's `accelerate.Accelerator`.
+        wall_time_s: Seconds of training, summed over resumed segments.
+        **extra: More measured facts to record (e.g. `global_steps`, `epochs`).
+
+    Returns:
+        {"hardware", "num_processes", "device_type", "mixed_precision", "wall_time_s",
+        "finished_at", "versions", **extra}.
+    """
+    return {
+        "hardware": describe_hardware(accelerator.device, accelerator.num_processes),
+        "num_processes": accelerator.num_processes,
+        "device_type": accelerator.device.type,
+        "mixed_precision": str(accelerator.mixed_precision),
+        "wall_time_s": round(float(wall_time_s), 1),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        **extra,
+    }
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: "1 h 02 min 03 s", "4 min 05 s" or "12.3 s"."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+RUN_INFO_LABELS = {
+    "hardware": "Hardware",
+    "num_processes": "Processes",
+    "device_type": "Device type",
+    "mixed_precision": "Mixed precision",
+    "wall_time_s": "Training wall time",
+    "global_steps": "Optimizer steps",
+    "epochs": "Epochs",
+    "finished_at": "Finished at (UTC)",
+    "versions": "Software",
+}
+
+
+def run_info_rows(run_info: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the card's compute table: every recorded fact, known keys first."""
+    rows = []
+    ordered = [key for key in RUN_INFO_LABELS if key in run_info] + sorted(
+        set(run_info) - set(RUN_INFO_LABELS)
+    )
+    for key in ordered:
+        value = run_info[key]
+        if key == "wall_time_s":
+            seconds = float(value)
+            value = format_duration(seconds) + (f" ({seconds:,.0f} s)" if seconds >= 60 else "")
+        elif isinstance(value, dict):
+            value = ", ".join(f"{name} {version}" for name, version in value.items())
+        rows.append((RUN_INFO_LABELS.get(key, key), str(value)))
+    return rows
