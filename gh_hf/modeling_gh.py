@@ -21,11 +21,12 @@ from .geometry import simplex_etf
 # imports relatively, next to a saved GHModel (Hub remote code, see gh_hf.hub), where gh_hf may be
 # absent. The copy loads the encoder; only pretraining needs the losses.
 try:
-    from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent
+    from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent, swapped_prediction
+    from gh_hf.sdclr import PrunedBranch
 except ModuleNotFoundError as error:
     if error.name != "gh_hf":
         raise
-    GHLoss = focal_nt_xent = nt_xent = None
+    GHLoss = focal_nt_xent = nt_xent = swapped_prediction = PrunedBranch = None
 
 
 @dataclass
@@ -39,6 +40,10 @@ class GHPreTrainingOutput(ModelOutput):
         projections: (B, 2, d) projector outputs z of both views (not normalised).
         anchor_scores: (B, 2, K) normalised anchor scores s = normalize(z M^T) of both views.
         pooler_output: (B, 2, F) pooled backbone features of both views.
+        ssl_loss_per_sample: (B,) each image's SSL loss (its two views averaged); BCL's memory reads it.
+
+    With ssl_method="sdclr" the second view goes through the pruned branch: index 1 of
+    `projections`, `anchor_scores` and `pooler_output` is the pruned branch's.
     """
 
     loss: torch.FloatTensor | None = None
@@ -47,6 +52,7 @@ class GHPreTrainingOutput(ModelOutput):
     projections: torch.FloatTensor | None = None
     anchor_scores: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
+    ssl_loss_per_sample: torch.FloatTensor | None = None
 
 
 def _use_small_input_stem(backbone: nn.Module, config: GHConfig) -> None:
@@ -119,7 +125,7 @@ class GHModel(GHPreTrainedModel):
     """The encoder: a timm backbone whose pooled features are the representation."""
 
     # A GHForPreTraining checkpoint also holds the projector and GH buffers; the encoder drops them.
-    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^anchors$", r"^class_prior$"]
+    _keys_to_ignore_on_load_unexpected = [r"^projector\.", r"^anchors$", r"^class_prior$", r"^pruned\."]
 
     def __init__(self, config: GHConfig):
         super().__init__(config)
@@ -167,6 +173,8 @@ class GHForPreTraining(GHPreTrainedModel):
             temperature=config.gh_temperature,
             gather_distributed=True,
         )
+        # SDCLR's self-competitor: masks and BatchNorm sets over the shared weights (no model copy).
+        self.pruned = PrunedBranch(self.encoder, self.projector, config.prune_ratio) if config.ssl_method == "sdclr" else None
         self.post_init()
 
     def anchor_scores(self, projections: torch.Tensor) -> torch.Tensor:
@@ -174,10 +182,39 @@ class GHForPreTraining(GHPreTrainedModel):
         return F.normalize(projections @ self.anchors.to(projections.dtype).T, dim=-1)
 
     def ssl_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """(B,) per-image SSL loss of the configured base (NT-Xent; focal NT-Xent for "focal")."""
         config = self.config
         if config.ssl_method == "focal":
-            return focal_nt_xent(z1, z2, config.contrastive_temperature, config.focal_gamma, gather_distributed=True)
-        return nt_xent(z1, z2, config.contrastive_temperature, gather_distributed=True)
+            return focal_nt_xent(
+                z1, z2, config.contrastive_temperature, config.focal_gamma, gather_distributed=True, reduction="per_sample"
+            )
+        return nt_xent(z1, z2, config.contrastive_temperature, gather_distributed=True, reduction="per_sample")
+
+    def refresh_pruning_masks(self) -> None:
+        """SDCLR: recompute the pruned branch's masks from the current dense weights (every epoch)."""
+        if self.pruned is not None:
+            self.pruned.update_masks(self.encoder)
+
+    def encode_views(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled (2B, F), projections (2B, d)) for views stacked view-major: (2B, C, H, W)."""
+        if self.pruned is None:
+            pooled = self.encoder(pixel_values).pooler_output
+            return pooled, self.projector(pooled)
+        dense, pruned = pixel_values.chunk(2)  # view 1 -> dense branch, view 2 -> pruned branch
+        dense_pooled = self.encoder(dense).pooler_output
+        pruned_pooled, pruned_projections = self.pruned(self.encoder, self.projector, pruned)
+        return torch.cat([dense_pooled, pruned_pooled]), torch.cat([self.projector(dense_pooled), pruned_projections])
+
+    def gh_loss(self, scores_1: torch.Tensor, scores_2: torch.Tensor) -> torch.Tensor:
+        """GH between two views' scores; for SDCLR, on both pairs (each branch vs the other, detached)."""
+        if self.pruned is None:
+            return self.gh_loss_fn(scores_1, scores_2, self.class_prior)
+        allocation_1 = self.gh_loss_fn.allocate(scores_1, self.class_prior)
+        allocation_2 = self.gh_loss_fn.allocate(scores_2, self.class_prior)
+        temperature = self.gh_loss_fn.temperature
+        return swapped_prediction(scores_1, scores_2.detach(), allocation_1, allocation_2, temperature) + swapped_prediction(
+            scores_2, scores_1.detach(), allocation_2, allocation_1, temperature
+        )
 
     def forward(
         self,
@@ -194,24 +231,23 @@ class GHForPreTraining(GHPreTrainedModel):
                 `config.gh_weight`. Ignored when `config.use_gh` is False.
             return_dict: return a `GHPreTrainingOutput` (default) or a tuple.
         """
-        if self.config.ssl_method in ("sdclr", "bcl"):
-            raise NotImplementedError(
-                f"ssl_method={self.config.ssl_method!r} is not implemented yet; use 'simclr' or 'focal'."
-            )
         if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
             raise ValueError(f"pixel_values must have shape (B, 2, C, H, W), got {tuple(pixel_values.shape)}.")
         batch_size = pixel_values.shape[0]
         views = pixel_values.transpose(0, 1).reshape(2 * batch_size, *pixel_values.shape[2:])
-        pooled = self.encoder(views).pooler_output  # (2B, F)
-        projections = self.projector(pooled)  # (2B, d)
+        pooled, projections = self.encode_views(views)  # (2B, F), (2B, d)
         scores = self.anchor_scores(projections)  # (2B, K)
         z1, z2 = projections[:batch_size], projections[batch_size:]
-        ssl_loss = self.ssl_loss(z1, z2)
+        if self.pruned is None:
+            per_sample = self.ssl_loss(z1, z2)
+        else:  # SDCLR: dense vs detached pruned + pruned vs detached dense
+            per_sample = self.ssl_loss(z1, z2.detach()) + self.ssl_loss(z2, z1.detach())
+        ssl_loss = per_sample.mean()
         weight = self.config.gh_weight if gh_weight is None else gh_weight
         gh_loss = None
         loss = ssl_loss
         if self.config.use_gh and weight > 0:
-            gh_loss = self.gh_loss_fn(scores[:batch_size], scores[batch_size:], self.class_prior)
+            gh_loss = self.gh_loss(scores[:batch_size], scores[batch_size:])
             loss = ssl_loss + weight * gh_loss
         output = GHPreTrainingOutput(
             loss=loss,
@@ -220,6 +256,7 @@ class GHForPreTraining(GHPreTrainedModel):
             projections=projections.view(2, batch_size, -1).transpose(0, 1),
             anchor_scores=scores.view(2, batch_size, -1).transpose(0, 1),
             pooler_output=pooled.view(2, batch_size, -1).transpose(0, 1),
+            ssl_loss_per_sample=per_sample,
         )
         return output if return_dict is not False else output.to_tuple()
 

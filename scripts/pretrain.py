@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import sys
 
+from gh_hf.hub import HubPublishError
 from gh_hf.training import Pretrainer, parse_pretrain_args
 
 
 def main(argv: list[str] | None = None) -> int:
     try:  # bad arguments fail here, before any data is loaded
         trainer = Pretrainer(*parse_pretrain_args(argv))
-    except (ValueError, NotImplementedError) as error:
+    except (ValueError, HubPublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     encoder_dir = trainer.train()
     if trainer.accelerator.is_main_process:
+        if trainer.final_metrics:
+            print("kNN monitor on the test split: " + ", ".join(f"{k}={v:.4f}" for k, v in trainer.final_metrics.items()))
         print(
             f"Encoder saved to {encoder_dir}. Load it with:\n"
             f"  import gh_hf; from transformers import AutoModel; AutoModel.from_pretrained({str(encoder_dir)!r})"

@@ -83,13 +83,57 @@ def test_pretraining_forward_without_gh_or_zero_weight(tiny_config):
     assert out.gh_loss is None and torch.equal(out.loss, out.ssl_loss)
 
 
-def test_focal_base_and_unimplemented_bases(tiny_config):
+def test_focal_base_uses_focal_nt_xent(tiny_config):
+    from gh_hf.losses import focal_nt_xent
+
     tiny_config.ssl_method = "focal"
     out = GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
-    assert torch.isfinite(out.loss)
+    z1, z2 = out.projections[:, 0], out.projections[:, 1]
+    torch.testing.assert_close(out.ssl_loss, focal_nt_xent(z1, z2, 0.2, 2.0))
+    assert out.ssl_loss_per_sample.shape == (4,)
+
+
+def test_bcl_base_is_simclr_with_per_sample_losses(tiny_config):
+    tiny_config.ssl_method = "bcl"
+    out = GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
+    z1, z2 = out.projections[:, 0], out.projections[:, 1]
+    torch.testing.assert_close(out.ssl_loss_per_sample, nt_xent(z1, z2, 0.2, reduction="per_sample"))
+    torch.testing.assert_close(out.ssl_loss, nt_xent(z1, z2, 0.2))
+
+
+def test_sdclr_contrasts_dense_and_pruned_branches(tiny_config):
     tiny_config.ssl_method = "sdclr"
-    with pytest.raises(NotImplementedError, match="sdclr"):
-        GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
+    model = GHForPreTraining(tiny_config).train()
+    model.refresh_pruning_masks()
+    pixel_values = torch.randn(4, 2, 1, 16, 16)
+    out = model(pixel_values, gh_weight=1.0)
+    # View 2 goes through the pruned branch.
+    _, pruned_projections = model.pruned(model.encoder, model.projector, pixel_values[:, 1])
+    torch.testing.assert_close(out.projections[:, 1], pruned_projections)
+    z1, z2 = out.projections[:, 0], out.projections[:, 1]
+    # dense vs detached pruned + pruned vs detached dense = twice the symmetric value.
+    torch.testing.assert_close(out.ssl_loss, 2 * nt_xent(z1, z2, 0.2))
+    s1, s2 = out.anchor_scores[:, 0], out.anchor_scores[:, 1]
+    torch.testing.assert_close(out.gh_loss, 2 * GHLoss()(s1, s2, model.class_prior))
+    out.loss.backward()
+    norm = next(iter(model.pruned.norms.values()))
+    assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0
+    assert model.encoder.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_sdclr_state_is_dropped_from_the_encoder(tmp_path, tiny_config):
+    tiny_config.ssl_method = "sdclr"
+    model = GHForPreTraining(tiny_config)
+    model.refresh_pruning_masks()
+    model.save_pretrained(tmp_path / "full")
+    reloaded = AutoModelForPreTraining.from_pretrained(tmp_path / "full")
+    for name, mask in model.pruned.named_buffers():
+        assert torch.equal(mask, dict(reloaded.pruned.named_buffers())[name]), name
+    model.encoder.save_pretrained(tmp_path / "encoder")
+    from safetensors.torch import load_file
+
+    assert not any(key.startswith("pruned") for key in load_file(tmp_path / "encoder" / "model.safetensors"))
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "full"), GHModel)
 
 
 def test_pretraining_input_shape_is_checked(tiny_config):

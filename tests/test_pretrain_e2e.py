@@ -71,8 +71,11 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "encoder" / "model.safetensors")
 
 
-def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path):
-    common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0"]
+@pytest.mark.parametrize("ssl_method", ["simclr", "sdclr", "bcl"])
+def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method):
+    # Mid-epoch resume: SDCLR's masks and pruned BatchNorm sets, BCL's loss memory and strengths,
+    # the score bank and the prior must all come back, or the weights drift apart.
+    common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0", "--ssl_method", ssl_method]
     check(launch([*common, "--output_dir", str(tmp_path / "straight")]))
 
     interrupted = tmp_path / "interrupted"
@@ -101,6 +104,18 @@ def test_two_processes_train_and_checkpoint(tmp_path):
     assert (out / "encoder" / "model.safetensors").exists()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000003", "step_00000006"]  # no half-written temporaries left
+
+
+@pytest.mark.parametrize("use_gh", ["true", "false"])
+@pytest.mark.parametrize("ssl_method", ["simclr", "focal", "sdclr", "bcl"])
+def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_method, use_gh):
+    out = tmp_path / "run"
+    args = [*TINY, "--ssl_method", ssl_method, "--use_gh", use_gh, "--max_steps", "2", "--per_device_batch_size", "32",
+            "--checkpoint_every_epochs", "0", "--output_dir", str(out)]  # fmt: skip
+    check(launch(args, processes=2))
+    loaded = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out / "encoder")], env=ENV, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "GHModel (2, 64)"
+    assert json.loads((out / "encoder" / "run_info.json").read_text())["num_processes"] == 2
 
 
 def test_distributed_step_equals_single_process_on_global_batch(tmp_path):

@@ -113,6 +113,12 @@ class PretrainingArguments:
     knn_every_epochs: int = field(default=0, metadata={"help": "Run the kNN monitor every N epochs (0: only at the end)."})
     knn_at_end: bool = field(default=True, metadata={"help": "Run the kNN monitor once training ends."})
     knn_max_train_samples: int = field(default=10000, metadata={"help": "Balanced labelled images for the kNN monitor's memory."})
+    bcl_momentum: float = field(default=0.97, metadata={"help": "BCL: moving-average momentum of the per-sample loss."})
+    bcl_num_ops: int = field(default=2, metadata={"help": "BCL: RandAugment ops per view (k)."})
+    bcl_max_magnitude: int = field(default=30, metadata={"help": "BCL: RandAugment magnitude of the hardest sample."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload output_dir/encoder to the Hub at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "USER/NAME of the Hub repo (with --push_to_hub)."})
+    hub_private_repo: bool = False
 
     def __post_init__(self) -> None:
         positive = ("per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "prior_every_epochs", "logging_steps")
@@ -128,11 +134,16 @@ class PretrainingArguments:
             _fail("training", "num_epochs", self.num_epochs, "must be > 0 unless --max_steps is set")
         if self.save_total_limit < 1:
             _fail("training", "save_total_limit", self.save_total_limit, "must be >= 1")
-        for name in ("bank_momentum_warmup", "bank_momentum", "momentum"):
+        for name in ("bcl_num_ops", "bcl_max_magnitude"):
+            if getattr(self, name) < 1:
+                _fail("training", name, getattr(self, name), "must be >= 1")
+        for name in ("bank_momentum_warmup", "bank_momentum", "momentum", "bcl_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
             _fail("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
+        if self.push_to_hub and not self.hub_model_id:
+            _fail("training", "hub_model_id", self.hub_model_id, "is required with --push_to_hub (USER/NAME)")
         if self.mixed_precision not in MIXED_PRECISION:
             _fail("training", "mixed_precision", self.mixed_precision, f"must be one of {MIXED_PRECISION}")
 

@@ -7,6 +7,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
 
 from gh_hf.data import (
+    MemoryBoostedTwoViewTransform,
     TwoViewTransform,
     add_index_column,
     default_max_per_class,
@@ -15,7 +16,7 @@ from gh_hf.data import (
     make_long_tailed,
     with_two_views,
 )
-from gh_hf.training.arguments import DataArguments
+from gh_hf.training.arguments import DataArguments, PretrainingArguments
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -51,14 +52,21 @@ def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
 
 
 def build_train_loader(
-    dataset: Dataset, data_args: DataArguments, config, batch_size: int, seed: int
-) -> tuple[DataLoader, EpochShuffleSampler, TwoViewTransform]:
-    """DataLoader of two-view batches: pixel_values (B, 2, C, H, W), label (B,), index (B,)."""
+    dataset: Dataset, data_args: DataArguments, config, args: PretrainingArguments
+) -> tuple[DataLoader, TwoViewTransform]:
+    """DataLoader of two-view batches: pixel_values (B, 2, C, H, W), label (B,), index (B,).
+
+    BCL runs get memory-boosted views (per-sample RandAugment strength, set between epochs).
+    """
     view = build_pretrain_transform(
         config.image_size, config.in_chans, config.image_mean, config.image_std, recipe=data_args.augmentation
     )
-    two_views = TwoViewTransform(view, seed=seed)
-    sampler = EpochShuffleSampler(len(dataset), seed=seed)
+    if config.ssl_method == "bcl":
+        two_views = MemoryBoostedTwoViewTransform(view, len(dataset), args.seed, args.bcl_num_ops, args.bcl_max_magnitude)
+    else:
+        two_views = TwoViewTransform(view, seed=args.seed)
+    sampler = EpochShuffleSampler(len(dataset), seed=args.seed)
+    batch_size = args.per_device_batch_size
     loader = DataLoader(
         with_two_views(dataset, two_views),
         batch_size=batch_size,
@@ -68,4 +76,4 @@ def build_train_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
-    return loader, sampler, two_views
+    return loader, two_views

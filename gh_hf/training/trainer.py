@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.data import default_normalization
 from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
 from gh_hf.modeling_gh import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.checkpointing import resolve_checkpoint, save_checkpoint
 from gh_hf.training.data import build_train_loader, load_long_tailed_train
 from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
+from gh_hf.training.bcl import LossMemory
 from gh_hf.training.score_bank import ScoreBank, prior_entropy
 
 logger = logging.getLogger(__name__)
@@ -40,13 +42,14 @@ class TrainerState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    train_time_s: float = 0.0  # summed over resumed segments
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
         for key, value in state.items():
-            setattr(self, key, int(value))
+            setattr(self, key, type(getattr(self, key))(value))
 
 
 def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int) -> GHConfig:
@@ -78,9 +81,9 @@ class Pretrainer:
     def __init__(self, data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments):
         self.data_args, self.model_args, self.args = data_args, model_args, args
         self.config = build_config(data_args, model_args, args.seed)  # fails fast on bad values
-        if self.config.ssl_method in ("sdclr", "bcl"):
-            raise NotImplementedError(f"--ssl_method={self.config.ssl_method} is not implemented yet; use simclr or focal.")
         self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if args.push_to_hub:
+            check_can_push(args.hub_model_id)  # no token / offline: fail now, not after training
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -90,6 +93,7 @@ class Pretrainer:
         )
         self.output_dir = Path(args.output_dir)
         self.state = TrainerState()
+        self.final_metrics: dict[str, float] = {}
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -97,9 +101,7 @@ class Pretrainer:
         set_seed(args.seed)
         with accelerator.main_process_first():
             self.train_dataset = load_long_tailed_train(self.data_args, args.seed)
-        loader, self.sampler, self.two_views = build_train_loader(
-            self.train_dataset, self.data_args, self.config, args.per_device_batch_size, args.seed
-        )
+        loader, self.two_views = build_train_loader(self.train_dataset, self.data_args, self.config, args)
         model = GHForPreTraining(self.config)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -107,6 +109,10 @@ class Pretrainer:
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.bank = ScoreBank(len(self.train_dataset), self.config.num_anchors, device=accelerator.device)
         accelerator.register_for_checkpointing(self.state, self.bank)
+        self.loss_memory = None
+        if self.config.ssl_method == "bcl":
+            self.loss_memory = LossMemory(len(self.train_dataset), args.bcl_momentum, device=accelerator.device)
+            accelerator.register_for_checkpointing(self.loss_memory)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -115,6 +121,8 @@ class Pretrainer:
             )
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
+            if self.loss_memory is not None:
+                self.two_views.set_strengths(self.loss_memory.current_strengths)
             accelerator.print(f"Resumed from {self.resume_path} (epoch {self.state.epoch}, step {self.state.global_step}).")
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,24 +162,39 @@ class Pretrainer:
         accelerator, args, state = self.accelerator, self.args, self.state
         progress = tqdm(total=self.total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="pretraining")
         while state.epoch < self.num_epochs and state.global_step < self.total_steps:
+            segment_start = time.perf_counter()
             self.run_epoch(progress)
+            state.train_time_s += time.perf_counter() - segment_start
             if state.step_in_epoch == 0:  # the epoch ran to its end
                 self.end_of_epoch()
         progress.close()
         if args.checkpoint_every_epochs or args.checkpoint_every:
             self.checkpoint_if_new()
         encoder_dir = self.export_encoder()
-        metrics = self.run_monitor() if args.knn_at_end else {}
-        if accelerator.is_main_process and metrics:
-            (self.output_dir / "knn_metrics.json").write_text(json.dumps(metrics, indent=2))
+        self.final_metrics = self.run_monitor() if args.knn_at_end else {}
+        if accelerator.is_main_process and self.final_metrics:
+            (self.output_dir / "knn_metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+        if args.push_to_hub and accelerator.is_main_process:
+            self.push(encoder_dir)
         accelerator.end_training()
         return encoder_dir
+
+    def push(self, encoder_dir: Path) -> None:
+        """Uploads the encoder; a failed upload is logged with the retry command, the run is kept."""
+        try:
+            push_encoder(encoder_dir, self.args.hub_model_id, private=self.args.hub_private_repo)
+        except HubPublishError as error:
+            logger.error(
+                "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py --encoder %s --repo_id %s",
+                error, encoder_dir, self.args.hub_model_id,
+            )
 
     def run_epoch(self, progress: tqdm) -> None:
         accelerator, state = self.accelerator, self.state
         epoch = state.epoch
         self.two_views.set_epoch(epoch)
         if state.step_in_epoch == 0:
+            self.unwrapped().refresh_pruning_masks()  # SDCLR; a no-op for the other bases
             self.refresh_prior(epoch)
         loader = accelerator.skip_first_batches(self.loader, state.step_in_epoch) if state.step_in_epoch else self.loader
         # Accelerate's loaders re-apply their own epoch counter to the sampler when iterated, so the
@@ -217,6 +240,9 @@ class Pretrainer:
             self.optimizer.zero_grad(set_to_none=True)
         if self.config.use_gh:  # the bank only feeds GH's prior
             self.update_bank(batch["index"], out.anchor_scores[:, 0], epoch)
+        if self.loss_memory is not None:
+            indices, losses = accelerator.gather((batch["index"], out.ssl_loss_per_sample.detach().float()))
+            self.loss_memory.update(indices, losses)
         loss, ssl_loss, gh_loss = global_terms.tolist()
         return {"loss": loss, "ssl_loss": ssl_loss, "gh_loss": gh_loss, "lr": lr, "gh_weight": gh_weight, "epoch": epoch}
 
@@ -238,6 +264,8 @@ class Pretrainer:
 
     def end_of_epoch(self) -> None:
         args, epoch = self.args, self.state.epoch
+        if self.loss_memory is not None:  # BCL: this epoch's remembered losses set the next one's views
+            self.two_views.set_strengths(self.loss_memory.next_epoch_strengths())
         if args.knn_every_epochs and epoch % args.knn_every_epochs == 0:
             self.log(self.run_monitor())
         if args.checkpoint_every_epochs and epoch % args.checkpoint_every_epochs == 0:
@@ -267,13 +295,16 @@ class Pretrainer:
         return knn_monitor_metrics(self)
 
     def export_encoder(self) -> Path:
-        """Writes output_dir/encoder/ (config, safetensors, card stub, training args) on the main process."""
+        """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts) on the main process."""
         from gh_hf.training.export import export_encoder
 
         encoder_dir = self.output_dir / "encoder"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            export_encoder(self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset)
+            run_info = collect_run_info(
+                self.accelerator, wall_time_s=self.state.train_time_s, global_steps=self.state.global_step, epochs=self.state.epoch
+            )
+            export_encoder(self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset, run_info=run_info)
         self.accelerator.wait_for_everyone()
         return encoder_dir
 

@@ -1,0 +1,98 @@
+"""SDCLR's self-competitor: a magnitude-pruned view of the encoder with its own BatchNorm.
+
+The pruned branch shares the dense weights (no copy of the model): its forward substitutes
+`weight * mask` for every prunable weight and swaps in separate BatchNorm parameters and
+statistics with `torch.func.functional_call`, so gradients from the pruned branch reach the
+dense weights through the mask and the dense BatchNorm statistics are left alone.
+(Jiang et al., "Self-Damaging Contrastive Learning", ICML 2021.)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def prunable_weights(module: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights of every convolution and linear layer of `module`, by parameter name."""
+    return {
+        f"{name}.weight" if name else "weight": layer.weight
+        for name, layer in module.named_modules()
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+    }
+
+
+@torch.no_grad()
+def magnitude_mask(weight: torch.Tensor, prune_ratio: float) -> torch.Tensor:
+    """A 0/1 mask zeroing the round(prune_ratio * numel) smallest-magnitude entries of `weight`."""
+    if not 0 <= prune_ratio < 1:
+        raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}.")
+    num_pruned = round(prune_ratio * weight.numel())
+    mask = torch.ones(weight.numel(), device=weight.device, dtype=weight.dtype)
+    if num_pruned:
+        # argsort (stable) rather than a threshold, so ties cannot change the pruned count.
+        order = weight.detach().abs().flatten().argsort(stable=True)
+        mask[order[:num_pruned]] = 0
+    return mask.view_as(weight)
+
+
+class PrunedBranch(nn.Module):
+    """Masks and BatchNorm sets of the pruned branch of an (encoder, projector) pair.
+
+    Args:
+        encoder: the dense encoder (its conv/linear weights are pruned layer by layer).
+        projector: the projector (not pruned; it gets separate BatchNorm sets too).
+        prune_ratio: fraction of each layer's weights pruned.
+    """
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, prune_ratio: float):
+        super().__init__()
+        if not 0 <= prune_ratio < 1:
+            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}.")
+        self.prune_ratio = prune_ratio
+        self.weight_names = list(prunable_weights(encoder))
+        for name, weight in prunable_weights(encoder).items():
+            self.register_buffer(f"mask__{_key(name)}", torch.ones_like(weight))
+        self.norms = nn.ModuleDict()
+        for part, module in (("encoder", encoder), ("projector", projector)):
+            for name, layer in module.named_modules():
+                if isinstance(layer, _NORMS):
+                    self.norms[_key(f"{part}.{name}")] = copy.deepcopy(layer)
+
+    def mask(self, name: str) -> torch.Tensor:
+        return getattr(self, f"mask__{_key(name)}")
+
+    @torch.no_grad()
+    def update_masks(self, encoder: nn.Module) -> None:
+        """Recomputes every layer's mask from the current dense weights (identical on all ranks)."""
+        weights = prunable_weights(encoder)
+        for name in self.weight_names:
+            self.mask(name).copy_(magnitude_mask(weights[name], self.prune_ratio))
+
+    def _overrides(self, part: str, module: nn.Module) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        if part == "encoder":
+            weights = prunable_weights(module)
+            tensors.update({name: weights[name] * self.mask(name) for name in self.weight_names})
+        for name, layer in module.named_modules():
+            if isinstance(layer, _NORMS):
+                norm = self.norms[_key(f"{part}.{name}")]
+                prefix = f"{name}." if name else ""
+                tensors.update({prefix + key: value for key, value in norm.named_parameters()})
+                tensors.update({prefix + key: value for key, value in norm.named_buffers()})
+        return tensors
+
+    def forward(self, encoder: nn.Module, projector: nn.Module, pixel_values: torch.Tensor):
+        """(pooled features, projections) of the pruned branch for `pixel_values` (B, C, H, W)."""
+        pooled = functional_call(encoder, self._overrides("encoder", encoder), (pixel_values,)).pooler_output
+        projections = functional_call(projector, self._overrides("projector", projector), (pooled,))
+        return pooled, projections
