@@ -96,12 +96,22 @@ class GHConfig(PretrainedConfig):
         """Raises ValueError naming the first field with a value outside its allowed range."""
         import timm
 
-        _require(timm.is_model(self.backbone), "backbone", self.backbone, "not a timm model name (see timm.list_models())")
+        _require(
+            timm.is_model(self.backbone),
+            "backbone",
+            self.backbone,
+            "not a timm model name (see timm.list_models())",
+        )
         _require(self.in_chans >= 1, "in_chans", self.in_chans, "must be >= 1")
         _require(self.image_size >= 1, "image_size", self.image_size, "must be >= 1")
         for field in ("image_mean", "image_std"):
             values = getattr(self, field)
-            _require(len(values) == self.in_chans, field, values, f"needs one value per channel (in_chans={self.in_chans})")
+            _require(
+                len(values) == self.in_chans,
+                field,
+                values,
+                f"needs one value per channel (in_chans={self.in_chans})",
+            )
         _require(all(s > 0 for s in self.image_std), "image_std", self.image_std, "must be > 0")
         _require(self.projection_dim >= 1, "projection_dim", self.projection_dim, "must be >= 1")
         _require(
@@ -110,11 +120,15 @@ class GHConfig(PretrainedConfig):
             self.num_anchors,
             f"a simplex ETF needs 2 <= num_anchors <= projection_dim + 1 = {self.projection_dim + 1}",
         )
-        _require(self.ssl_method in SSL_METHODS, "ssl_method", self.ssl_method, f"must be one of {SSL_METHODS}")
+        _require(
+            self.ssl_method in SSL_METHODS, "ssl_method", self.ssl_method, f"must be one of {SSL_METHODS}"
+        )
         for field in ("contrastive_temperature", "gh_temperature", "sinkhorn_epsilon"):
             _require(getattr(self, field) > 0, field, getattr(self, field), "must be > 0")
         _require(self.focal_gamma >= 0, "focal_gamma", self.focal_gamma, "must be >= 0")
-        _require(self.sinkhorn_iterations >= 1, "sinkhorn_iterations", self.sinkhorn_iterations, "must be >= 1")
+        _require(
+            self.sinkhorn_iterations >= 1, "sinkhorn_iterations", self.sinkhorn_iterations, "must be >= 1"
+        )
         _require(self.gh_weight >= 0, "gh_weight", self.gh_weight, "must be >= 0")
         _require(0 <= self.prune_ratio < 1, "prune_ratio", self.prune_ratio, "must be in [0, 1)")
 

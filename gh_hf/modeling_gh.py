@@ -117,7 +117,9 @@ class GHPreTrainedModel(PreTrainedModel):
                     init.zeros_(layer.bias)
         elif isinstance(module, GHForPreTraining):
             config = module.config
-            init.copy_(module.anchors, simplex_etf(config.num_anchors, config.projection_dim, config.anchors_seed))
+            init.copy_(
+                module.anchors, simplex_etf(config.num_anchors, config.projection_dim, config.anchors_seed)
+            )
             init.constant_(module.class_prior, 1.0 / config.num_anchors)
 
 
@@ -133,7 +135,9 @@ class GHModel(GHPreTrainedModel):
         self.num_features = self.backbone.num_features
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
+    def forward(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         """Encodes images.
 
         Args:
@@ -174,7 +178,11 @@ class GHForPreTraining(GHPreTrainedModel):
             gather_distributed=True,
         )
         # SDCLR's self-competitor: masks and BatchNorm sets over the shared weights (no model copy).
-        self.pruned = PrunedBranch(self.encoder, self.projector, config.prune_ratio) if config.ssl_method == "sdclr" else None
+        self.pruned = (
+            PrunedBranch(self.encoder, self.projector, config.prune_ratio)
+            if config.ssl_method == "sdclr"
+            else None
+        )
         self.post_init()
 
     def anchor_scores(self, projections: torch.Tensor) -> torch.Tensor:
@@ -186,9 +194,16 @@ class GHForPreTraining(GHPreTrainedModel):
         config = self.config
         if config.ssl_method == "focal":
             return focal_nt_xent(
-                z1, z2, config.contrastive_temperature, config.focal_gamma, gather_distributed=True, reduction="per_sample"
+                z1,
+                z2,
+                config.contrastive_temperature,
+                config.focal_gamma,
+                gather_distributed=True,
+                reduction="per_sample",
             )
-        return nt_xent(z1, z2, config.contrastive_temperature, gather_distributed=True, reduction="per_sample")
+        return nt_xent(
+            z1, z2, config.contrastive_temperature, gather_distributed=True, reduction="per_sample"
+        )
 
     def refresh_pruning_masks(self) -> None:
         """SDCLR: recompute the pruned branch's masks from the current dense weights (every epoch)."""
@@ -203,7 +218,9 @@ class GHForPreTraining(GHPreTrainedModel):
         dense, pruned = pixel_values.chunk(2)  # view 1 -> dense branch, view 2 -> pruned branch
         dense_pooled = self.encoder(dense).pooler_output
         pruned_pooled, pruned_projections = self.pruned(self.encoder, self.projector, pruned)
-        return torch.cat([dense_pooled, pruned_pooled]), torch.cat([self.projector(dense_pooled), pruned_projections])
+        return torch.cat([dense_pooled, pruned_pooled]), torch.cat(
+            [self.projector(dense_pooled), pruned_projections]
+        )
 
     def gh_loss(self, scores_1: torch.Tensor, scores_2: torch.Tensor) -> torch.Tensor:
         """GH between two views' scores; for SDCLR, on both pairs (each branch vs the other, detached)."""
@@ -212,9 +229,9 @@ class GHForPreTraining(GHPreTrainedModel):
         allocation_1 = self.gh_loss_fn.allocate(scores_1, self.class_prior)
         allocation_2 = self.gh_loss_fn.allocate(scores_2, self.class_prior)
         temperature = self.gh_loss_fn.temperature
-        return swapped_prediction(scores_1, scores_2.detach(), allocation_1, allocation_2, temperature) + swapped_prediction(
-            scores_2, scores_1.detach(), allocation_2, allocation_1, temperature
-        )
+        return swapped_prediction(
+            scores_1, scores_2.detach(), allocation_1, allocation_2, temperature
+        ) + swapped_prediction(scores_2, scores_1.detach(), allocation_2, allocation_1, temperature)
 
     def forward(
         self,
@@ -232,7 +249,9 @@ class GHForPreTraining(GHPreTrainedModel):
             return_dict: return a `GHPreTrainingOutput` (default) or a tuple.
         """
         if pixel_values.ndim != 5 or pixel_values.shape[1] != 2:
-            raise ValueError(f"pixel_values must have shape (B, 2, C, H, W), got {tuple(pixel_values.shape)}.")
+            raise ValueError(
+                f"pixel_values must have shape (B, 2, C, H, W), got {tuple(pixel_values.shape)}."
+            )
         batch_size = pixel_values.shape[0]
         views = pixel_values.transpose(0, 1).reshape(2 * batch_size, *pixel_values.shape[2:])
         pooled, projections = self.encode_views(views)  # (2B, F), (2B, d)

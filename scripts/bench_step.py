@@ -45,12 +45,20 @@ def _ints(text: str) -> list[int]:
 def main() -> int:
     (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
     device = torch.device(args.device)
-    config = GHConfig(backbone=args.backbone, backbone_kwargs=json.loads(args.backbone_kwargs), in_chans=args.in_chans,
-                      image_size=args.image_size, num_anchors=args.num_anchors, small_input_stem=True)
+    config = GHConfig(
+        backbone=args.backbone,
+        backbone_kwargs=json.loads(args.backbone_kwargs),
+        in_chans=args.in_chans,
+        image_size=args.image_size,
+        num_anchors=args.num_anchors,
+        small_input_stem=True,
+    )
     dtype = torch.bfloat16 if args.bf16 else None
     step = compare_steps(config, args.batch_size, device, repeats=args.repeats, dtype=dtype)
-    print(f"step, batch {args.batch_size}: SimCLR {step['simclr_step_s'] * 1e3:.1f} ms, SimCLR+GH {step['simclr_gh_step_s'] * 1e3:.1f} ms, "
-          f"ratio {step['gh_over_simclr']:.3f} ({step['simclr_gh_images_per_s']:.0f} images/s with GH)")
+    print(
+        f"step, batch {args.batch_size}: SimCLR {step['simclr_step_s'] * 1e3:.1f} ms, SimCLR+GH {step['simclr_gh_step_s'] * 1e3:.1f} ms, "
+        f"ratio {step['gh_over_simclr']:.3f} ({step['simclr_gh_images_per_s']:.0f} images/s with GH)"
+    )
     components = []
     print(f"\n{'batch':>6} {'K':>5} {'N train':>9} {'sinkhorn ms':>12} {'bank ms':>9}")
     for batch in _ints(args.component_batches):
@@ -62,13 +70,19 @@ def main() -> int:
                        "sinkhorn_s": time_sinkhorn(batch, anchors, device),
                        "bank_update_s": time_bank_update(batch, anchors, samples, device)}  # fmt: skip
                 components.append(row)
-                print(f"{batch:>6} {anchors:>5} {samples:>9} {row['sinkhorn_s'] * 1e3:>12.2f} {row['bank_update_s'] * 1e3:>9.3f}")
+                print(
+                    f"{batch:>6} {anchors:>5} {samples:>9} {row['sinkhorn_s'] * 1e3:>12.2f} {row['bank_update_s'] * 1e3:>9.3f}"
+                )
     machine = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "device": str(device),
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"args": asdict(args), "machine": machine, "step": step, "components": components}, indent=2))
+    output.write_text(
+        json.dumps(
+            {"args": asdict(args), "machine": machine, "step": step, "components": components}, indent=2
+        )
+    )
     print(f"\nwrote {output}")
     return 0
 

@@ -37,12 +37,17 @@ def run(command: list[str], log: list[str]) -> None:
 
 
 def summarise(report: dict, runs: dict[str, list[str]]) -> str:
-    lines = ["| Arm | Protocol | Seeds | Overall | Many | Medium | Few | Std |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| Arm | Protocol | Seeds | Overall | Many | Medium | Few | Std |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for protocol in report["protocols"]:
         for arm, encoders in runs.items():
             cells = []
             for metric in METRICS:
-                values = [100 * report["results"][encoder][protocol]["metrics"][metric] for encoder in encoders]
+                values = [
+                    100 * report["results"][encoder][protocol]["metrics"][metric] for encoder in encoders
+                ]
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
             lines.append(f"| {arm} | {protocol} | {len(encoders)} | " + " | ".join(cells) + " |")
@@ -56,11 +61,19 @@ def main() -> int:
     parser.add_argument("--work_dir", default="outputs/experiment")
     parser.add_argument("--results_dir", default="results/fashion_mnist_lt")
     parser.add_argument("--linear_epochs", default="200")
-    parser.add_argument("--extra", default="", help="Extra pretraining arguments, e.g. '--num_epochs 2' for a smoke run.")
+    parser.add_argument(
+        "--extra", default="", help="Extra pretraining arguments, e.g. '--num_epochs 2' for a smoke run."
+    )
     args = parser.parse_args()
     work, results = ROOT / args.work_dir, ROOT / args.results_dir
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "gh_hf", "scripts"], cwd=ROOT, capture_output=True, text=True).stdout)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "gh_hf", "scripts"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+    )
     commands: list[str] = []
     runs: dict[str, list[str]] = {}
     timings = {}

@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     encoder_dir = trainer.train()
     if trainer.accelerator.is_main_process:
         if trainer.final_metrics:
-            print("kNN monitor on the test split: " + ", ".join(f"{k}={v:.4f}" for k, v in trainer.final_metrics.items()))
+            print(
+                "kNN monitor on the test split: "
+                + ", ".join(f"{k}={v:.4f}" for k, v in trainer.final_metrics.items())
+            )
         print(
             f"Encoder saved to {encoder_dir}. Load it with:\n"
             f"  import gh_hf; from transformers import AutoModel; AutoModel.from_pretrained({str(encoder_dir)!r})"

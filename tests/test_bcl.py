@@ -48,7 +48,9 @@ def _image() -> Image.Image:
 
 def test_high_loss_sample_gets_stronger_augmentation():
     identity = build_pretrain_transform(28, 1, (0.5,), (0.5,))
-    transform = MemoryBoostedTwoViewTransform(lambda image: torch.from_numpy(np.asarray(image, dtype=np.float32)), 2, seed=0)
+    transform = MemoryBoostedTwoViewTransform(
+        lambda image: torch.from_numpy(np.asarray(image, dtype=np.float32)), 2, seed=0
+    )
     transform.set_strengths(torch.tensor([0.0, 1.0]))
     assert transform.magnitude(0) == 0 and transform.magnitude(1) == 30
     image = _image()

@@ -158,7 +158,11 @@ def test_gh_loss_gradient_treats_allocation_as_constant():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"epsilon": 0}, "epsilon"), ({"sinkhorn_iters": 0}, "sinkhorn_iters"), ({"temperature": -1}, "temperature")],
+    [
+        ({"epsilon": 0}, "epsilon"),
+        ({"sinkhorn_iters": 0}, "sinkhorn_iters"),
+        ({"temperature": -1}, "temperature"),
+    ],
 )
 def test_gh_loss_validates_hyperparameters(kwargs, field):
     with pytest.raises(ValueError, match=field):

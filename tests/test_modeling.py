@@ -170,7 +170,14 @@ def test_auto_model_round_trip_in_fresh_process(tmp_path, tiny_config):
     pixels = torch.randn(3, 1, 16, 16)
     torch.save(pixels, tmp_path / "pixels.pt")
     result = subprocess.run(
-        [sys.executable, "-c", ROUND_TRIP_SCRIPT, str(tmp_path / "model"), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
+        [
+            sys.executable,
+            "-c",
+            ROUND_TRIP_SCRIPT,
+            str(tmp_path / "model"),
+            str(tmp_path / "pixels.pt"),
+            str(tmp_path / "out.pt"),
+        ],
         capture_output=True,
         text=True,
         check=True,

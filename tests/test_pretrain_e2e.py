@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 def launch(args: list[str], processes: int = 1, **kwargs) -> subprocess.CompletedProcess:
-    launcher = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
+    launcher = (
+        ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
+    )
     command = [*ACCELERATE, *launcher, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "scripts" / "pretrain.py"), *args]  # fmt: skip
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)
@@ -54,9 +56,15 @@ def test_short_run_leaves_an_encoder_that_auto_model_loads(tmp_path):
     result = check(launch([*TINY, "--output_dir", str(out), "--knn_at_end", "true", "--max_steps", "10"]))
     assert "Encoder saved to" in result.stdout
     encoder = out / "encoder"
-    assert {"config.json", "model.safetensors", "README.md", "training_args.json"} <= {p.name for p in encoder.iterdir()}
-    assert not any(key.startswith(("projector", "anchors")) for key in load_file(encoder / "model.safetensors"))
-    loaded = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(encoder)], env=ENV, capture_output=True, text=True, check=True)
+    assert {"config.json", "model.safetensors", "README.md", "training_args.json"} <= {
+        p.name for p in encoder.iterdir()
+    }
+    assert not any(
+        key.startswith(("projector", "anchors")) for key in load_file(encoder / "model.safetensors")
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(encoder)], env=ENV, capture_output=True, text=True, check=True
+    )
     assert loaded.stdout.strip() == "GHModel (2, 64)"
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [entry for entry in logs if "loss" in entry]
@@ -81,17 +89,33 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method):
     interrupted = tmp_path / "interrupted"
     command = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "scripts" / "pretrain.py"), *common, "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     checkpoint = interrupted / "checkpoints" / "step_00000006"
     deadline = time.time() + 300
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert checkpoint.exists() and not (interrupted / "encoder").exists(), "the run was not interrupted mid-way"
+    assert checkpoint.exists() and not (interrupted / "encoder").exists(), (
+        "the run was not interrupted mid-way"
+    )
 
     # Resume with another worker count: views depend on (seed, epoch, index) only.
-    check(launch([*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "2"]))
+    check(
+        launch(
+            [
+                *common,
+                "--output_dir",
+                str(interrupted),
+                "--resume_from_checkpoint",
+                "latest",
+                "--dataloader_num_workers",
+                "2",
+            ]
+        )
+    )
     straight, resumed = _weights(tmp_path / "straight"), _weights(interrupted)
     assert straight.keys() == resumed.keys()
     for key in straight:
@@ -100,7 +124,22 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method):
 
 def test_two_processes_train_and_checkpoint(tmp_path):
     out = tmp_path / "ddp"
-    check(launch([*TINY, "--output_dir", str(out), "--max_steps", "6", "--per_device_batch_size", "32", "--checkpoint_every", "3"], processes=2))
+    check(
+        launch(
+            [
+                *TINY,
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "6",
+                "--per_device_batch_size",
+                "32",
+                "--checkpoint_every",
+                "3",
+            ],
+            processes=2,
+        )
+    )
     assert (out / "encoder" / "model.safetensors").exists()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000003", "step_00000006"]  # no half-written temporaries left
@@ -113,7 +152,13 @@ def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_me
     args = [*TINY, "--ssl_method", ssl_method, "--use_gh", use_gh, "--max_steps", "2", "--per_device_batch_size", "32",
             "--checkpoint_every_epochs", "0", "--output_dir", str(out)]  # fmt: skip
     check(launch(args, processes=2))
-    loaded = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out / "encoder")], env=ENV, capture_output=True, text=True, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(out / "encoder")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert loaded.stdout.strip() == "GHModel (2, 64)"
     assert json.loads((out / "encoder" / "run_info.json").read_text())["num_processes"] == 2
 
@@ -152,7 +197,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
     out = tmp_path / "nan"
     trainer = Pretrainer(*parse_pretrain_args([*TINY, "--output_dir", str(out), "--checkpoint_every", "2"]))
     try:
-        with pytest.raises(NonFiniteLossError, match=r"step 4 .*loss=nan.*ssl_loss=.*gh_loss=.*step_00000002"):
+        with pytest.raises(
+            NonFiniteLossError, match=r"step 4 .*loss=nan.*ssl_loss=.*gh_loss=.*step_00000002"
+        ):
             trainer.train()
     finally:
         AcceleratorState._reset_state(True)

@@ -20,7 +20,9 @@ from gh_hf.training import trainer as trainer_module
 
 
 def test_presets_exist_and_parse():
-    assert {"demo", "fashion_mnist_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt"} <= set(available_presets())
+    assert {"demo", "fashion_mnist_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "places_lt"} <= set(
+        available_presets()
+    )
     for preset in available_presets():
         data, model, training = parse_pretrain_args(["--preset", preset])
         assert training.num_epochs > 0 and data.imbalance_ratio >= 1, preset
@@ -35,7 +37,9 @@ def test_no_arguments_is_the_demo_preset():
 def test_command_line_overrides_config_file_overrides_preset(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("num_epochs: 7\nlearning_rate: 0.1\nbackbone_kwargs: {channels: [8, 16, 32, 64]}\n")
-    data, model, training = parse_pretrain_args(["--preset", "cifar100_lt", "--config", str(config), "--learning_rate", "0.2"])
+    data, model, training = parse_pretrain_args(
+        ["--preset", "cifar100_lt", "--config", str(config), "--learning_rate", "0.2"]
+    )
     assert data.dataset == "cifar100"  # from the preset
     assert training.num_epochs == 7  # from the file
     assert training.learning_rate == 0.2  # from the command line
@@ -75,7 +79,9 @@ def test_bad_model_value_fails_before_data_is_loaded(monkeypatch, tmp_path):
     args = parse_pretrain_args(["--backbone", "resnet_does_not_exist", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="GHConfig.backbone="):
         trainer_module.Pretrainer(*args)
-    args = parse_pretrain_args(["--resume_from_checkpoint", str(tmp_path / "missing"), "--output_dir", str(tmp_path)])
+    args = parse_pretrain_args(
+        ["--resume_from_checkpoint", str(tmp_path / "missing"), "--output_dir", str(tmp_path)]
+    )
     with pytest.raises(ValueError, match="--resume_from_checkpoint="):
         trainer_module.Pretrainer(*args)
 
@@ -133,7 +139,9 @@ def test_prior_recovers_planted_long_tailed_assignment():
     counts = [400, 200, 100, 50, 25, 0]
     generator = torch.Generator().manual_seed(0)
     labels = torch.cat([torch.full((n,), k) for k, n in enumerate(counts)])
-    noisy = torch.nn.functional.one_hot(labels, 6).float() + 0.3 * torch.rand(len(labels), 6, generator=generator)
+    noisy = torch.nn.functional.one_hot(labels, 6).float() + 0.3 * torch.rand(
+        len(labels), 6, generator=generator
+    )
     bank = ScoreBank(len(labels) + 10, 6)  # 10 samples never seen: they must not count
     bank.update(torch.arange(len(labels)), noisy, momentum=0.9)
     expected = torch.tensor(counts, dtype=torch.float32) / sum(counts)

@@ -293,7 +293,9 @@ class MemoryBoostedTwoViewTransform(TwoViewTransform):
     def set_strengths(self, strengths: torch.Tensor) -> None:
         """Per-sample strengths in [0, 1] for the next epoch."""
         if strengths.shape != self.strengths.shape:
-            raise ValueError(f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}")
+            raise ValueError(
+                f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}"
+            )
         self.strengths.copy_(strengths.detach().float().clamp(0, 1).cpu())
 
     def magnitude(self, index: int) -> int:
@@ -302,7 +304,9 @@ class MemoryBoostedTwoViewTransform(TwoViewTransform):
     def view(self, image: PILImage.Image, index: int) -> torch.Tensor:
         magnitude = self.magnitude(index)
         if magnitude > 0:
-            boost = v2.RandAugment(self.num_ops, magnitude=magnitude, num_magnitude_bins=self.max_magnitude + 1)
+            boost = v2.RandAugment(
+                self.num_ops, magnitude=magnitude, num_magnitude_bins=self.max_magnitude + 1
+            )
             image = boost(image)
         return self.base_transform(image)
 

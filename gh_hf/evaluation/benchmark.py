@@ -31,7 +31,8 @@ class BenchmarkArguments:
     profile: str = field(default="exp", metadata={"help": "Long-tail profile: exp or step."})
     long_tailed_seed: int = field(default=0, metadata={"help": "Seed of make_long_tailed."})
     max_per_class: int | None = field(
-        default=None, metadata={"help": "n_max of make_long_tailed (default: train size / C, as in pretraining)."}
+        default=None,
+        metadata={"help": "n_max of make_long_tailed (default: train size / C, as in pretraining)."},
     )
     class_counts: str | None = field(
         default=None,

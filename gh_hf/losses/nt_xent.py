@@ -90,7 +90,9 @@ def focal_nt_xent(
 class NTXentLoss(torch.nn.Module):
     """Module form of :func:`nt_xent` (and of :func:`focal_nt_xent` when `focal_gamma` is set)."""
 
-    def __init__(self, temperature: float = 0.2, focal_gamma: float | None = None, gather_distributed: bool = False):
+    def __init__(
+        self, temperature: float = 0.2, focal_gamma: float | None = None, gather_distributed: bool = False
+    ):
         super().__init__()
         _check_positive("temperature", temperature)
         if focal_gamma is not None and focal_gamma < 0:

@@ -26,14 +26,27 @@ def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="fashion_mnist", metadata={"help": "fashion_mnist, digits, cifar10, cifar100, a folder, or split_file."})
-    data_dir: str | None = field(default=None, metadata={"help": "Local copy of the dataset (idx files, saved dataset, image folder)."})
-    split_file: str | None = field(default=None, metadata={"help": "ImageNet-LT/Places-LT style 'path label' file (dataset=split_file)."})
+    dataset: str = field(
+        default="fashion_mnist",
+        metadata={"help": "fashion_mnist, digits, cifar10, cifar100, a folder, or split_file."},
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Local copy of the dataset (idx files, saved dataset, image folder)."}
+    )
+    split_file: str | None = field(
+        default=None, metadata={"help": "ImageNet-LT/Places-LT style 'path label' file (dataset=split_file)."}
+    )
     image_root: str | None = field(default=None, metadata={"help": "Root of the paths in --split_file."})
-    imbalance_ratio: float = field(default=100.0, metadata={"help": "n_max / n_min of the long-tailed split; 1 keeps the data as is."})
+    imbalance_ratio: float = field(
+        default=100.0, metadata={"help": "n_max / n_min of the long-tailed split; 1 keeps the data as is."}
+    )
     imbalance_profile: str = field(default="exp", metadata={"help": "exp or step."})
-    augmentation: str = field(default="cifar", metadata={"help": "cifar (small images) or imagenet (adds blur)."})
-    dataloader_num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process."})
+    augmentation: str = field(
+        default="cifar", metadata={"help": "cifar (small images) or imagenet (adds blur)."}
+    )
+    dataloader_num_workers: int = field(
+        default=2, metadata={"help": "DataLoader worker processes per training process."}
+    )
 
     def __post_init__(self) -> None:
         if self.imbalance_ratio < 1:
@@ -49,10 +62,17 @@ class DataArguments:
 @dataclass
 class ModelArguments:
     backbone: str = field(default="resnet18", metadata={"help": "Any timm model name."})
-    backbone_kwargs: str = field(default="{}", metadata={"help": 'JSON kwargs for timm.create_model, e.g. \'{"channels": [16, 32, 64, 128]}\'.'})
-    in_chans: int | None = field(default=None, metadata={"help": "Input channels; default: 1 for grayscale datasets, else 3."})
+    backbone_kwargs: str = field(
+        default="{}",
+        metadata={"help": "JSON kwargs for timm.create_model, e.g. '{\"channels\": [16, 32, 64, 128]}'."},
+    )
+    in_chans: int | None = field(
+        default=None, metadata={"help": "Input channels; default: 1 for grayscale datasets, else 3."}
+    )
     image_size: int = field(default=32, metadata={"help": "Training resolution."})
-    small_input_stem: bool = field(default=True, metadata={"help": "3x3 stride-1 stem without max-pool (CIFAR convention)."})
+    small_input_stem: bool = field(
+        default=True, metadata={"help": "3x3 stride-1 stem without max-pool (CIFAR convention)."}
+    )
     ssl_method: str = field(default="simclr", metadata={"help": "simclr, focal, sdclr or bcl."})
     use_gh: bool = field(default=True, metadata={"help": "Add the Geometric Harmonization term."})
     projection_dim: int = 128
@@ -71,7 +91,9 @@ class ModelArguments:
         try:
             parsed = json.loads(self.backbone_kwargs)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--backbone_kwargs={self.backbone_kwargs!r} is invalid (model): not JSON ({error}).") from None
+            raise ValueError(
+                f"--backbone_kwargs={self.backbone_kwargs!r} is invalid (model): not JSON ({error})."
+            ) from None
         if not isinstance(parsed, dict):
             _fail("model", "backbone_kwargs", self.backbone_kwargs, "must be a JSON object")
 
@@ -84,49 +106,100 @@ class ModelArguments:
 
 @dataclass
 class PretrainingArguments:
-    output_dir: str = field(default="outputs/demo", metadata={"help": "Where checkpoints, logs and encoder/ go."})
+    output_dir: str = field(
+        default="outputs/demo", metadata={"help": "Where checkpoints, logs and encoder/ go."}
+    )
     num_epochs: int = 100
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides num_epochs)."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides num_epochs)."}
+    )
     per_device_batch_size: int = 256
     gradient_accumulation_steps: int = 1
     learning_rate: float = 0.5
-    gh_stage_learning_rate: float = field(default=0.3, metadata={"help": "two_stage schedule: LR at the GH warm-up boundary."})
+    gh_stage_learning_rate: float = field(
+        default=0.3, metadata={"help": "two_stage schedule: LR at the GH warm-up boundary."}
+    )
     min_learning_rate: float = 1e-6
     lr_warmup_epochs: float = field(default=10, metadata={"help": "cosine schedule: linear warm-up epochs."})
-    lr_schedule: str = field(default="auto", metadata={"help": "auto (two_stage with GH, else cosine), cosine or two_stage."})
+    lr_schedule: str = field(
+        default="auto", metadata={"help": "auto (two_stage with GH, else cosine), cosine or two_stage."}
+    )
     momentum: float = 0.9
     weight_decay: float = 5e-4
     gh_warmup_epochs: int = field(default=50, metadata={"help": "SSL-only epochs before GH starts."})
-    gh_ramp_epochs: int = field(default=10, metadata={"help": "Epochs over which the GH weight rises to gh_weight."})
-    prior_every_epochs: int = field(default=20, metadata={"help": "Re-estimate the anchor prior every N epochs from the warm-up boundary."})
-    prior_floor: float = field(default=0.0, metadata={"help": "Added to every anchor's count before normalising the prior."})
+    gh_ramp_epochs: int = field(
+        default=10, metadata={"help": "Epochs over which the GH weight rises to gh_weight."}
+    )
+    prior_every_epochs: int = field(
+        default=20,
+        metadata={"help": "Re-estimate the anchor prior every N epochs from the warm-up boundary."},
+    )
+    prior_floor: float = field(
+        default=0.0, metadata={"help": "Added to every anchor's count before normalising the prior."}
+    )
     bank_momentum_warmup: float = 0.9
     bank_momentum: float = 0.999
-    checkpoint_every: int = field(default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: off)."})
-    checkpoint_every_epochs: int = field(default=1, metadata={"help": "Save a checkpoint every N epochs (0: off)."})
+    checkpoint_every: int = field(
+        default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: off)."}
+    )
+    checkpoint_every_epochs: int = field(
+        default=1, metadata={"help": "Save a checkpoint every N epochs (0: off)."}
+    )
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last k checkpoints."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder or 'latest'."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder or 'latest'."}
+    )
     seed: int = 0
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (through Accelerate)."})
-    report_to: str = field(default="none", metadata={"help": "none, all, tensorboard, wandb, ... (Accelerate trackers)."})
+    report_to: str = field(
+        default="none", metadata={"help": "none, all, tensorboard, wandb, ... (Accelerate trackers)."}
+    )
     logging_steps: int = 10
-    knn_every_epochs: int = field(default=0, metadata={"help": "Run the kNN monitor every N epochs (0: only at the end)."})
+    knn_every_epochs: int = field(
+        default=0, metadata={"help": "Run the kNN monitor every N epochs (0: only at the end)."}
+    )
     knn_at_end: bool = field(default=True, metadata={"help": "Run the kNN monitor once training ends."})
-    knn_max_train_samples: int = field(default=10000, metadata={"help": "Balanced labelled images for the kNN monitor's memory."})
-    bcl_momentum: float = field(default=0.97, metadata={"help": "BCL: moving-average momentum of the per-sample loss."})
+    knn_max_train_samples: int = field(
+        default=10000, metadata={"help": "Balanced labelled images for the kNN monitor's memory."}
+    )
+    bcl_momentum: float = field(
+        default=0.97, metadata={"help": "BCL: moving-average momentum of the per-sample loss."}
+    )
     bcl_num_ops: int = field(default=2, metadata={"help": "BCL: RandAugment ops per view (k)."})
-    bcl_max_magnitude: int = field(default=30, metadata={"help": "BCL: RandAugment magnitude of the hardest sample."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload output_dir/encoder to the Hub at the end."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "USER/NAME of the Hub repo (with --push_to_hub)."})
+    bcl_max_magnitude: int = field(
+        default=30, metadata={"help": "BCL: RandAugment magnitude of the hardest sample."}
+    )
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Upload output_dir/encoder to the Hub at the end."}
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "USER/NAME of the Hub repo (with --push_to_hub)."}
+    )
     hub_private_repo: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "prior_every_epochs", "logging_steps")
+        positive = (
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "learning_rate",
+            "prior_every_epochs",
+            "logging_steps",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 _fail("training", name, getattr(self, name), "must be > 0")
-        non_negative = ("num_epochs", "min_learning_rate", "lr_warmup_epochs", "weight_decay", "gh_warmup_epochs", "gh_ramp_epochs",
-                        "prior_floor", "checkpoint_every", "checkpoint_every_epochs", "knn_every_epochs")
+        non_negative = (
+            "num_epochs",
+            "min_learning_rate",
+            "lr_warmup_epochs",
+            "weight_decay",
+            "gh_warmup_epochs",
+            "gh_ramp_epochs",
+            "prior_floor",
+            "checkpoint_every",
+            "checkpoint_every_epochs",
+            "knn_every_epochs",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 _fail("training", name, getattr(self, name), "must be >= 0")
@@ -167,7 +240,9 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 def load_preset(name: str) -> dict[str, Any]:
     """The values of a named preset (a YAML file in gh_hf/training/presets/)."""
     if name not in available_presets():
-        raise ValueError(f"--preset={name!r} is unknown; available presets: {', '.join(available_presets())}.")
+        raise ValueError(
+            f"--preset={name!r} is unknown; available presets: {', '.join(available_presets())}."
+        )
     return _read_yaml(PRESET_DIR / f"{name}.yaml", "Preset")
 
 
@@ -178,7 +253,9 @@ def _check_known(values: dict[str, Any], source: str) -> None:
         raise ValueError(f"{source} sets unknown arguments {unknown}; known arguments: {sorted(known)}.")
 
 
-def parse_pretrain_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, PretrainingArguments]:
+def parse_pretrain_args(
+    argv: list[str] | None = None,
+) -> tuple[DataArguments, ModelArguments, PretrainingArguments]:
     """Parses preset, config file and command line into the three argument dataclasses."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default="demo")
@@ -194,8 +271,12 @@ def parse_pretrain_args(argv: list[str] | None = None) -> tuple[DataArguments, M
         values["backbone_kwargs"] = json.dumps(values["backbone_kwargs"])
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     parser.add_argument("--preset", default="demo", help=f"One of {available_presets()} (default: demo).")
-    parser.add_argument("--config", default=None, help="A YAML file of argument values (overrides the preset).")
+    parser.add_argument(
+        "--config", default=None, help="A YAML file of argument values (overrides the preset)."
+    )
     parser.set_defaults(**values)
     # The extra --preset/--config options come back as a trailing Namespace, which is dropped.
-    data_args, model_args, training_args = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[:3]
+    data_args, model_args, training_args = parser.parse_args_into_dataclasses(
+        args=rest, look_for_args_file=False
+    )[:3]
     return data_args, model_args, training_args

@@ -31,7 +31,9 @@ class LossMemory:
         indices = indices.to(self.losses.device, torch.long)
         losses = losses.detach().to(self.losses.device, torch.float32)
         seen = self.seen[indices]
-        self.losses[indices] = torch.where(seen, self.momentum * self.losses[indices] + (1 - self.momentum) * losses, losses)
+        self.losses[indices] = torch.where(
+            seen, self.momentum * self.losses[indices] + (1 - self.momentum) * losses, losses
+        )
         self.seen[indices] = True
 
     @torch.no_grad()
@@ -44,7 +46,9 @@ class LossMemory:
         if self.seen.any():
             seen_losses = self.losses[self.seen]
             low, high = seen_losses.min(), seen_losses.max()
-            strengths[self.seen] = (seen_losses - low) / (high - low) if high > low else torch.zeros_like(seen_losses)
+            strengths[self.seen] = (
+                (seen_losses - low) / (high - low) if high > low else torch.zeros_like(seen_losses)
+            )
         return strengths
 
     def next_epoch_strengths(self) -> torch.Tensor:
@@ -57,7 +61,9 @@ class LossMemory:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state["losses"].shape != self.losses.shape:
-            raise ValueError(f"Checkpointed loss memory has shape {tuple(state['losses'].shape)}, expected {tuple(self.losses.shape)}.")
+            raise ValueError(
+                f"Checkpointed loss memory has shape {tuple(state['losses'].shape)}, expected {tuple(self.losses.shape)}."
+            )
         self.losses.copy_(state["losses"].to(self.losses.device))
         self.seen.copy_(state["seen"].to(self.seen.device))
         self.current_strengths.copy_(state["current_strengths"].to(self.current_strengths.device))

@@ -22,7 +22,11 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(match.group(1)), path) for path in root.iterdir() if (match := _NAME.match(path.name)) and path.is_dir()]
+    found = [
+        (int(match.group(1)), path)
+        for path in root.iterdir()
+        if (match := _NAME.match(path.name)) and path.is_dir()
+    ]
     return [path for _, path in sorted(found)]
 
 
@@ -35,11 +39,15 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
         return checkpoints[-1] if checkpoints else None
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
-        raise ValueError(f"--resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder (nor 'latest').")
+        raise ValueError(
+            f"--resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder (nor 'latest')."
+        )
     return path
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, global_step: int, keep: int) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | os.PathLike, global_step: int, keep: int
+) -> Path:
     """`accelerator.save_state` into `.tmp-step_N`, renamed to `step_N` once every process is done."""
     root = checkpoint_root(output_dir)
     final = root / f"step_{global_step:08d}"

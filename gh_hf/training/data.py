@@ -10,8 +10,8 @@ from gh_hf.data import (
     MemoryBoostedTwoViewTransform,
     TwoViewTransform,
     add_index_column,
-    default_max_per_class,
     build_pretrain_transform,
+    default_max_per_class,
     load_image_dataset,
     make_long_tailed,
     with_two_views,
@@ -47,7 +47,11 @@ def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
     if data_args.imbalance_ratio == 1:  # an already long-tailed source (ImageNet-LT/Places-LT split files)
         return add_index_column(dataset)
     return make_long_tailed(
-        dataset, data_args.imbalance_ratio, data_args.imbalance_profile, seed=seed, max_per_class=default_max_per_class(dataset)
+        dataset,
+        data_args.imbalance_ratio,
+        data_args.imbalance_profile,
+        seed=seed,
+        max_per_class=default_max_per_class(dataset),
     )
 
 
@@ -62,7 +66,9 @@ def build_train_loader(
         config.image_size, config.in_chans, config.image_mean, config.image_std, recipe=data_args.augmentation
     )
     if config.ssl_method == "bcl":
-        two_views = MemoryBoostedTwoViewTransform(view, len(dataset), args.seed, args.bcl_num_ops, args.bcl_max_magnitude)
+        two_views = MemoryBoostedTwoViewTransform(
+            view, len(dataset), args.seed, args.bcl_num_ops, args.bcl_max_magnitude
+        )
     else:
         two_views = TwoViewTransform(view, seed=args.seed)
     sampler = EpochShuffleSampler(len(dataset), seed=args.seed)

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 def build_knn_monitor(trainer: Pretrainer) -> KNNMonitor:
     """A monitor whose memory is a class-balanced subset of the full (not long-tailed) train split."""
     data_args, config = trainer.data_args, trainer.config
-    kwargs = {"split_file": data_args.split_file, "image_root": data_args.image_root} if data_args.split_file else {}
+    kwargs = (
+        {"split_file": data_args.split_file, "image_root": data_args.image_root}
+        if data_args.split_file
+        else {}
+    )
     with trainer.accelerator.main_process_first():
         train = load_image_dataset(data_args.dataset, split="train", data_dir=data_args.data_dir, **kwargs)
         test = load_image_dataset(data_args.dataset, split="test", data_dir=data_args.data_dir, **kwargs)

@@ -10,7 +10,9 @@ def _cosine(progress: float, start: float, end: float) -> float:
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_lr(epoch: float, total_epochs: float, base_lr: float, warmup_epochs: float, min_lr: float) -> float:
+def warmup_cosine_lr(
+    epoch: float, total_epochs: float, base_lr: float, warmup_epochs: float, min_lr: float
+) -> float:
     """Baseline schedule: linear warm-up over `warmup_epochs`, then cosine from base_lr to min_lr."""
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return base_lr * epoch / warmup_epochs

@@ -19,7 +19,9 @@ class ScoreBank:
 
     def __init__(self, num_samples: int, num_anchors: int, device: torch.device | str = "cpu"):
         if num_samples < 1 or num_anchors < 1:
-            raise ValueError(f"ScoreBank needs num_samples >= 1 and num_anchors >= 1, got {num_samples}, {num_anchors}.")
+            raise ValueError(
+                f"ScoreBank needs num_samples >= 1 and num_anchors >= 1, got {num_samples}, {num_anchors}."
+            )
         self.scores = torch.zeros(num_samples, num_anchors, device=device)
         self.seen = torch.zeros(num_samples, dtype=torch.bool, device=device)
 

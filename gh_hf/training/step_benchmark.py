@@ -27,7 +27,13 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _step_fn(model: GHForPreTraining, batch: torch.Tensor, gh_weight: float, bank: ScoreBank | None, dtype: torch.dtype | None):
+def _step_fn(
+    model: GHForPreTraining,
+    batch: torch.Tensor,
+    gh_weight: float,
+    bank: ScoreBank | None,
+    dtype: torch.dtype | None,
+):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     indices = torch.arange(batch.shape[0], device=batch.device)
 
@@ -44,7 +50,12 @@ def _step_fn(model: GHForPreTraining, batch: torch.Tensor, gh_weight: float, ban
 
 
 def compare_steps(
-    config: GHConfig, batch_size: int, device: torch.device, repeats: int = 20, warmup: int = 3, dtype: torch.dtype | None = None,
+    config: GHConfig,
+    batch_size: int,
+    device: torch.device,
+    repeats: int = 20,
+    warmup: int = 3,
+    dtype: torch.dtype | None = None,
     num_train_samples: int = 50_000,
 ) -> dict[str, float]:
     """Median seconds per training step of SimCLR and SimCLR+GH, timed alternately after warm-up.
@@ -77,15 +88,21 @@ def compare_steps(
     }
 
 
-def time_sinkhorn(batch_size: int, num_anchors: int, device: torch.device, iters: int = 300, repeats: int = 5) -> float:
+def time_sinkhorn(
+    batch_size: int, num_anchors: int, device: torch.device, iters: int = 300, repeats: int = 5
+) -> float:
     """Median seconds of one Sinkhorn allocation (batch x K scores, `iters` iterations)."""
     scores = torch.nn.functional.normalize(torch.randn(batch_size, num_anchors, device=device), dim=-1)
     prior = torch.full((num_anchors,), 1.0 / num_anchors, device=device)
     sinkhorn(scores, prior, 0.05, iters)  # warm-up
-    return statistics.median(_timed(lambda: sinkhorn(scores, prior, 0.05, iters), device) for _ in range(repeats))
+    return statistics.median(
+        _timed(lambda: sinkhorn(scores, prior, 0.05, iters), device) for _ in range(repeats)
+    )
 
 
-def time_bank_update(batch_size: int, num_anchors: int, num_samples: int, device: torch.device, repeats: int = 5) -> float:
+def time_bank_update(
+    batch_size: int, num_anchors: int, num_samples: int, device: torch.device, repeats: int = 5
+) -> float:
     """Median seconds of one vectorised bank update of a global batch."""
     bank = ScoreBank(num_samples, num_anchors, device=device)
     scores = torch.randn(batch_size, num_anchors, device=device)

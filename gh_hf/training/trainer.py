@@ -21,10 +21,10 @@ from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
 from gh_hf.modeling_gh import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
+from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import resolve_checkpoint, save_checkpoint
 from gh_hf.training.data import build_train_loader, load_long_tailed_train
 from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
-from gh_hf.training.bcl import LossMemory
 from gh_hf.training.score_bank import ScoreBank, prior_entropy
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int
     kwargs = model_args.config_kwargs()
     in_chans = kwargs.pop("in_chans") or (1 if data_args.dataset in GRAYSCALE_DATASETS else 3)
     mean, std = default_normalization(data_args.dataset, in_chans)
-    return GHConfig(in_chans=in_chans, image_mean=list(mean), image_std=list(std), anchors_seed=seed, **kwargs)
+    return GHConfig(
+        in_chans=in_chans, image_mean=list(mean), image_std=list(std), anchors_seed=seed, **kwargs
+    )
 
 
 def learning_rate_at(epoch: float, args: PretrainingArguments, use_gh: bool) -> float:
@@ -66,9 +68,16 @@ def learning_rate_at(epoch: float, args: PretrainingArguments, use_gh: bool) -> 
         schedule = "two_stage" if use_gh and args.gh_warmup_epochs > 0 else "cosine"
     if schedule == "two_stage":
         return two_stage_cosine_lr(
-            epoch, args.num_epochs, args.learning_rate, args.gh_stage_learning_rate, args.gh_warmup_epochs, args.min_learning_rate
+            epoch,
+            args.num_epochs,
+            args.learning_rate,
+            args.gh_stage_learning_rate,
+            args.gh_warmup_epochs,
+            args.min_learning_rate,
         )
-    return warmup_cosine_lr(epoch, args.num_epochs, args.learning_rate, args.lr_warmup_epochs, args.min_learning_rate)
+    return warmup_cosine_lr(
+        epoch, args.num_epochs, args.learning_rate, args.lr_warmup_epochs, args.min_learning_rate
+    )
 
 
 def is_prior_refresh_epoch(epoch: int, args: PretrainingArguments) -> bool:
@@ -105,13 +114,17 @@ class Pretrainer:
         model = GHForPreTraining(self.config)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
+        )
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.bank = ScoreBank(len(self.train_dataset), self.config.num_anchors, device=accelerator.device)
         accelerator.register_for_checkpointing(self.state, self.bank)
         self.loss_memory = None
         if self.config.ssl_method == "bcl":
-            self.loss_memory = LossMemory(len(self.train_dataset), args.bcl_momentum, device=accelerator.device)
+            self.loss_memory = LossMemory(
+                len(self.train_dataset), args.bcl_momentum, device=accelerator.device
+            )
             accelerator.register_for_checkpointing(self.loss_memory)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
@@ -123,14 +136,20 @@ class Pretrainer:
             accelerator.load_state(str(self.resume_path))
             if self.loss_memory is not None:
                 self.two_views.set_strengths(self.loss_memory.current_strengths)
-            accelerator.print(f"Resumed from {self.resume_path} (epoch {self.state.epoch}, step {self.state.global_step}).")
+            accelerator.print(
+                f"Resumed from {self.resume_path} (epoch {self.state.epoch}, step {self.state.global_step})."
+            )
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
         accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
 
     def all_args(self) -> dict[str, Any]:
-        return {"data": asdict(self.data_args), "model": asdict(self.model_args), "training": asdict(self.args)}
+        return {
+            "data": asdict(self.data_args),
+            "model": asdict(self.model_args),
+            "training": asdict(self.args),
+        }
 
     # ---- schedule ----------------------------------------------------------------------------
     @property
@@ -160,7 +179,12 @@ class Pretrainer:
         """Trains to the end (or `max_steps`), then writes `output_dir/encoder/`. Returns that folder."""
         self.setup()
         accelerator, args, state = self.accelerator, self.args, self.state
-        progress = tqdm(total=self.total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="pretraining")
+        progress = tqdm(
+            total=self.total_steps,
+            initial=state.global_step,
+            disable=not accelerator.is_local_main_process,
+            desc="pretraining",
+        )
         while state.epoch < self.num_epochs and state.global_step < self.total_steps:
             segment_start = time.perf_counter()
             self.run_epoch(progress)
@@ -186,7 +210,9 @@ class Pretrainer:
         except HubPublishError as error:
             logger.error(
                 "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py --encoder %s --repo_id %s",
-                error, encoder_dir, self.args.hub_model_id,
+                error,
+                encoder_dir,
+                self.args.hub_model_id,
             )
 
     def run_epoch(self, progress: tqdm) -> None:
@@ -196,7 +222,11 @@ class Pretrainer:
         if state.step_in_epoch == 0:
             self.unwrapped().refresh_pruning_masks()  # SDCLR; a no-op for the other bases
             self.refresh_prior(epoch)
-        loader = accelerator.skip_first_batches(self.loader, state.step_in_epoch) if state.step_in_epoch else self.loader
+        loader = (
+            accelerator.skip_first_batches(self.loader, state.step_in_epoch)
+            if state.step_in_epoch
+            else self.loader
+        )
         # Accelerate's loaders re-apply their own epoch counter to the sampler when iterated, so the
         # epoch goes through them (a resumed run's counter would otherwise lag behind).
         loader.set_epoch(epoch)
@@ -210,7 +240,12 @@ class Pretrainer:
             state.global_step += 1
             progress.update(1)
             now = time.perf_counter()
-            logs["images_per_s"] = batch["pixel_values"].shape[0] * accelerator.num_processes * self.args.gradient_accumulation_steps / (now - tick)
+            logs["images_per_s"] = (
+                batch["pixel_values"].shape[0]
+                * accelerator.num_processes
+                * self.args.gradient_accumulation_steps
+                / (now - tick)
+            )
             tick = now
             if state.global_step % self.args.logging_steps == 0 or state.global_step == 1:
                 self.log(logs)
@@ -226,13 +261,25 @@ class Pretrainer:
         accelerator, state, args = self.accelerator, self.state, self.args
         epoch = state.epoch + state.step_in_epoch / self.steps_per_epoch
         lr = learning_rate_at(epoch, args, self.config.use_gh)
-        gh_weight = gh_weight_at(epoch, args.gh_warmup_epochs, args.gh_ramp_epochs, self.config.gh_weight)
+        gh_weight = (
+            gh_weight_at(epoch, args.gh_warmup_epochs, args.gh_ramp_epochs, self.config.gh_weight)
+            if self.config.use_gh
+            else 0.0
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.accumulate(self.model):
             out = self.model(batch["pixel_values"], gh_weight=gh_weight)
-            terms = torch.stack([out.loss, out.ssl_loss, out.gh_loss if out.gh_loss is not None else torch.zeros_like(out.loss)])
-            global_terms = accelerator.gather(terms.detach().float()[None]).mean(0)  # (3,), identical on all ranks
+            terms = torch.stack(
+                [
+                    out.loss,
+                    out.ssl_loss,
+                    out.gh_loss if out.gh_loss is not None else torch.zeros_like(out.loss),
+                ]
+            )
+            global_terms = accelerator.gather(terms.detach().float()[None]).mean(
+                0
+            )  # (3,), identical on all ranks
             if not torch.isfinite(global_terms).all():
                 self.fail_non_finite(global_terms)
             accelerator.backward(out.loss)
@@ -244,10 +291,19 @@ class Pretrainer:
             indices, losses = accelerator.gather((batch["index"], out.ssl_loss_per_sample.detach().float()))
             self.loss_memory.update(indices, losses)
         loss, ssl_loss, gh_loss = global_terms.tolist()
-        return {"loss": loss, "ssl_loss": ssl_loss, "gh_loss": gh_loss, "lr": lr, "gh_weight": gh_weight, "epoch": epoch}
+        return {
+            "loss": loss,
+            "ssl_loss": ssl_loss,
+            "gh_loss": gh_loss,
+            "lr": lr,
+            "gh_weight": gh_weight,
+            "epoch": epoch,
+        }
 
     def update_bank(self, indices: torch.Tensor, scores: torch.Tensor, epoch: float) -> None:
-        momentum = self.args.bank_momentum_warmup if epoch < self.args.gh_warmup_epochs else self.args.bank_momentum
+        momentum = (
+            self.args.bank_momentum_warmup if epoch < self.args.gh_warmup_epochs else self.args.bank_momentum
+        )
         update_bank_globally(self.accelerator, self.bank, indices, scores, momentum)
 
     def fail_non_finite(self, terms: torch.Tensor) -> None:
@@ -276,7 +332,9 @@ class Pretrainer:
 
         existing = list_checkpoints(self.output_dir)
         if not existing or not existing[-1].name.endswith(f"{self.state.global_step:08d}"):
-            save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, self.args.save_total_limit)
+            save_checkpoint(
+                self.accelerator, self.output_dir, self.state.global_step, self.args.save_total_limit
+            )
 
     # ---- outputs -----------------------------------------------------------------------------
     def log(self, values: dict[str, Any]) -> None:
@@ -302,9 +360,14 @@ class Pretrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             run_info = collect_run_info(
-                self.accelerator, wall_time_s=self.state.train_time_s, global_steps=self.state.global_step, epochs=self.state.epoch
+                self.accelerator,
+                wall_time_s=self.state.train_time_s,
+                global_steps=self.state.global_step,
+                epochs=self.state.epoch,
             )
-            export_encoder(self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset, run_info=run_info)
+            export_encoder(
+                self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset, run_info=run_info
+            )
         self.accelerator.wait_for_everyone()
         return encoder_dir
 
@@ -318,7 +381,11 @@ def update_bank_globally(
 
 
 def _flat(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for part in nested.values() for key, value in part.items()}
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for part in nested.values()
+        for key, value in part.items()
+    }
 
 
 def pretrain(data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments) -> Path:

@@ -41,8 +41,14 @@ def reference(model: GHForPreTraining, pixel_values: torch.Tensor, world: int, p
 def main(out_path: str) -> None:
     accelerator = Accelerator(**default_accelerator_kwargs())
     world, rank = accelerator.num_processes, accelerator.process_index
-    config = GHConfig(backbone="resnet18", backbone_kwargs={"channels": [8, 16, 32, 64]}, in_chans=1, image_size=12,
-                      projection_dim=16, num_anchors=8)
+    config = GHConfig(
+        backbone="resnet18",
+        backbone_kwargs={"channels": [8, 16, 32, 64]},
+        in_chans=1,
+        image_size=12,
+        projection_dim=16,
+        num_anchors=8,
+    )
     torch.manual_seed(0)
     model = GHForPreTraining(config)
     prior = torch.tensor([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02])
@@ -62,7 +68,9 @@ def main(out_path: str) -> None:
     expected_loss.backward()
     grad_diff = max(
         (p.grad - q.grad).abs().max().item()
-        for p, q in zip(accelerator.unwrap_model(ddp_model).parameters(), reference_model.parameters(), strict=True)
+        for p, q in zip(
+            accelerator.unwrap_model(ddp_model).parameters(), reference_model.parameters(), strict=True
+        )
     )
     grad_scale = max(q.grad.abs().max().item() for q in reference_model.parameters())
 
