@@ -38,7 +38,9 @@ class GHConfig(PretrainedConfig):
         focal_gamma: focal modulation exponent of the "focal" base.
         gh_temperature: softmax temperature gamma of the GH swapped prediction.
         sinkhorn_epsilon: entropic regularisation of the surrogate label allocation.
-        sinkhorn_iterations: Sinkhorn iterations.
+        sinkhorn_iterations: the most Sinkhorn iterations.
+        sinkhorn_tolerance: Sinkhorn stops once the column marginals are this close to the prior
+            (0 runs every iteration).
         gh_weight: weight of the GH term once fully ramped up.
         prune_ratio: SDCLR's pruning ratio of the self-competitor.
     """
@@ -64,6 +66,7 @@ class GHConfig(PretrainedConfig):
         gh_temperature: float = 0.1,
         sinkhorn_epsilon: float = 0.05,
         sinkhorn_iterations: int = 300,
+        sinkhorn_tolerance: float = 1e-6,
         gh_weight: float = 1.0,
         prune_ratio: float = 0.9,
         **kwargs: Any,
@@ -87,6 +90,7 @@ class GHConfig(PretrainedConfig):
         self.gh_temperature = gh_temperature
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_tolerance = sinkhorn_tolerance
         self.gh_weight = gh_weight
         self.prune_ratio = prune_ratio
         super().__init__(**kwargs)
@@ -129,6 +133,7 @@ class GHConfig(PretrainedConfig):
         _require(
             self.sinkhorn_iterations >= 1, "sinkhorn_iterations", self.sinkhorn_iterations, "must be >= 1"
         )
+        _require(self.sinkhorn_tolerance >= 0, "sinkhorn_tolerance", self.sinkhorn_tolerance, "must be >= 0")
         _require(self.gh_weight >= 0, "gh_weight", self.gh_weight, "must be >= 0")
         _require(0 <= self.prune_ratio < 1, "prune_ratio", self.prune_ratio, "must be in [0, 1)")
 

@@ -176,6 +176,7 @@ class GHForPreTraining(GHPreTrainedModel):
             sinkhorn_iters=config.sinkhorn_iterations,
             temperature=config.gh_temperature,
             gather_distributed=True,
+            sinkhorn_tolerance=config.sinkhorn_tolerance,
         )
         # SDCLR's self-competitor: masks and BatchNorm sets over the shared weights (no model copy).
         self.pruned = (

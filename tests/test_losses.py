@@ -80,10 +80,13 @@ def test_sinkhorn_marginals_with_non_uniform_prior():
     torch.testing.assert_close(allocation.sum(0) / 64, prior / prior.sum(), atol=1e-5, rtol=0)
 
 
-def test_sinkhorn_agrees_with_plain_exp_reference():
+@pytest.mark.parametrize("epsilon", [0.05, 0.02])  # 0.05: plain-domain path; 0.02: log-domain path
+def test_sinkhorn_agrees_with_plain_exp_reference(epsilon):
     scores, prior = _scores(32, 8, seed=1), _long_tailed_prior(8)
-    expected = _reference_sinkhorn(scores, prior, 0.05, 300).float()
-    torch.testing.assert_close(sinkhorn(scores, prior, 0.05, 300), expected, atol=1e-5, rtol=1e-4)
+    scores[0] = torch.nn.functional.one_hot(torch.tensor(2), 8) - 0.5  # widen the range of scores
+    expected = _reference_sinkhorn(scores, prior, epsilon, 300).float()
+    torch.testing.assert_close(sinkhorn(scores, prior, epsilon, 300, tolerance=0.0), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sinkhorn(scores, prior, epsilon, 300), expected, atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -96,6 +99,23 @@ def test_sinkhorn_is_finite_at_small_epsilon_and_bf16(dtype):
     assert torch.isfinite(allocation).all()
     assert allocation.dtype == torch.float32
     torch.testing.assert_close(allocation.sum(1), torch.ones(128), atol=1e-5, rtol=0)
+
+
+def test_sinkhorn_early_stop_matches_full_run_within_tolerance():
+    scores, prior = _scores(256, 10, seed=3), _long_tailed_prior(10)
+    full = sinkhorn(scores, prior, 0.05, 300, tolerance=0.0)
+    early = sinkhorn(scores, prior, 0.05, 300, tolerance=1e-6)
+    torch.testing.assert_close(early.sum(0) / 256, prior / prior.sum(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(early, full, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="tolerance"):
+        sinkhorn(scores, prior, tolerance=-1.0)
+
+
+def test_sinkhorn_zero_prior_anchor_gets_no_mass():
+    prior = torch.tensor([0.5, 0.3, 0.0, 0.2])
+    for epsilon in (0.05, 0.01):
+        allocation = sinkhorn(_scores(16, 4), prior, epsilon)
+        assert torch.isfinite(allocation).all() and allocation[:, 2].abs().max() == 0
 
 
 def test_sinkhorn_has_no_gradient():

@@ -40,6 +40,7 @@ class GHLoss(torch.nn.Module):
         sinkhorn_iters: Sinkhorn iterations (>= 1).
         temperature: softmax temperature gamma of the swapped prediction (> 0).
         gather_distributed: run Sinkhorn over the global batch of all processes.
+        sinkhorn_tolerance: Sinkhorn's early-stopping tolerance on the column marginals (0: off).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class GHLoss(torch.nn.Module):
         sinkhorn_iters: int = 300,
         temperature: float = 0.1,
         gather_distributed: bool = False,
+        sinkhorn_tolerance: float = 1e-6,
     ):
         super().__init__()
         if not epsilon > 0:
@@ -56,6 +58,9 @@ class GHLoss(torch.nn.Module):
             raise ValueError(f"sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if sinkhorn_tolerance < 0:
+            raise ValueError(f"sinkhorn_tolerance must be >= 0, got {sinkhorn_tolerance}.")
+        self.sinkhorn_tolerance = sinkhorn_tolerance
         self.epsilon = epsilon
         self.sinkhorn_iters = sinkhorn_iters
         self.temperature = temperature
@@ -63,7 +68,7 @@ class GHLoss(torch.nn.Module):
 
     def allocate(self, scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """Surrogate labels q (N, K) for one view."""
-        return sinkhorn(scores, prior, self.epsilon, self.sinkhorn_iters, self.gather_distributed)
+        return sinkhorn(scores, prior, self.epsilon, self.sinkhorn_iters, self.gather_distributed, self.sinkhorn_tolerance)
 
     def forward(self, scores_1: torch.Tensor, scores_2: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         allocation_1 = self.allocate(scores_1, prior)

@@ -82,6 +82,7 @@ class ModelArguments:
     gh_temperature: float = 0.1
     sinkhorn_epsilon: float = 0.05
     sinkhorn_iterations: int = 300
+    sinkhorn_tolerance: float = 1e-6
     gh_weight: float = 1.0
     prune_ratio: float = 0.9
 
