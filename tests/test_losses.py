@@ -118,6 +118,16 @@ def test_sinkhorn_zero_prior_anchor_gets_no_mass():
         assert torch.isfinite(allocation).all() and allocation[:, 2].abs().max() == 0
 
 
+def test_sinkhorn_solves_stacked_views_independently():
+    s1, s2, prior = _scores(40, 6, 1), _scores(40, 6, 2), _long_tailed_prior(6)
+    stacked = sinkhorn(torch.stack([s1, s2]), prior)
+    assert stacked.shape == (2, 40, 6)
+    torch.testing.assert_close(stacked[0], sinkhorn(s1, prior))
+    torch.testing.assert_close(stacked[1], sinkhorn(s2, prior))
+    with pytest.raises(ValueError, match="scores must have shape"):
+        sinkhorn(torch.zeros(4), torch.ones(4))
+
+
 def test_sinkhorn_has_no_gradient():
     scores = _scores(8, 4).requires_grad_()
     assert not sinkhorn(scores, torch.ones(4)).requires_grad

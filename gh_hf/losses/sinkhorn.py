@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from functools import lru_cache
 
 import torch
 
 from gh_hf import dist
+
+logger = logging.getLogger(__name__)
 
 # exp(-50) ~ 2e-22: a kernel whose entries span at most e^50 stays far from float32 underflow
 # (1e-38), so the scaling vectors stay finite in the plain (exp) domain.
@@ -30,11 +34,13 @@ def sinkhorn(
 
     Q* = diag(u) exp(S/eps) diag(v). Each row of S/eps is shifted by its maximum (absorbed in u).
     When the shifted kernel spans at most e^50 (always for scores in [-1, 1] and eps >= 0.04),
-    the scalings run in the plain domain, two matrix-vector products per iteration; otherwise
-    (small eps) in the log domain, where nothing can overflow. Both compute in float32.
+    the scalings run in the plain domain, two matrix-vector products per iteration, replayed ten
+    at a time as a CUDA graph on GPUs; otherwise (small eps) in the log domain, where nothing can
+    overflow. Both compute in float32.
 
     Args:
-        scores: (N, K) anchor scores S. Any float dtype.
+        scores: (N, K) anchor scores S, or (V, N, K) for V problems sharing the prior (the two
+            views), solved together. Any float dtype.
         prior: (K,) non-negative anchor marginal pi; normalised here.
         epsilon: entropic regularisation (> 0).
         num_iters: the most Sinkhorn iterations (>= 1); each is one column and one row scaling.
@@ -45,7 +51,7 @@ def sinkhorn(
             Typical batches converge to 1e-6 in 10-150 iterations.
 
     Returns:
-        (N_local, K) float32 allocation, no gradient.
+        float32 allocation of the shape of `scores` (this process's rows), no gradient.
     """
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}.")
@@ -53,48 +59,111 @@ def sinkhorn(
         raise ValueError(f"num_iters must be >= 1, got {num_iters}.")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+    if scores.ndim not in (2, 3):
+        raise ValueError(f"scores must have shape (N, K) or (V, N, K), got {tuple(scores.shape)}.")
     if prior.ndim != 1 or prior.shape[0] != scores.shape[-1]:
         raise ValueError(f"prior must have shape ({scores.shape[-1]},), got {tuple(prior.shape)}.")
-    local_batch = scores.shape[0]
+    single = scores.ndim == 2
+    scores = scores.detach()[None] if single else scores.detach()  # (V, N, K)
+    local_batch = scores.shape[1]
     if gather_distributed:
-        scores = dist.gather(scores.detach())
+        scores = dist.gather(scores.transpose(0, 1)).transpose(0, 1)  # rows of every process
     with torch.autocast(device_type=scores.device.type, enabled=False):
         prior = prior.to(device=scores.device, dtype=torch.float32).clamp_min(0)
-        if not prior.sum() > 0:
-            raise ValueError("prior must have positive total mass.")
-        prior = prior / prior.sum()
         log_kernel = scores.float() / epsilon
-        log_kernel = log_kernel - log_kernel.max(dim=1, keepdim=True).values  # (N, K), row max 0
-        if -log_kernel.min() <= _EXP_DOMAIN_RANGE:
+        log_kernel = log_kernel - log_kernel.amax(dim=-1, keepdim=True)  # (V, N, K), row max 0
+        prior_mass, kernel_range = torch.stack([prior.sum(), -log_kernel.min()]).tolist()  # one device sync
+        if not prior_mass > 0:
+            raise ValueError("prior must have positive total mass.")
+        prior = prior / prior_mass
+        if kernel_range <= _EXP_DOMAIN_RANGE:
             allocation = _sinkhorn_exp(log_kernel.exp(), prior, num_iters, tolerance)
         else:
             allocation = _sinkhorn_log(log_kernel, prior, num_iters, tolerance)
     if gather_distributed:
-        allocation = dist.local_slice(allocation, local_batch)
-    return allocation
+        allocation = dist.local_slice(allocation.transpose(0, 1), local_batch).transpose(0, 1)
+    return allocation[0] if single else allocation
+
+
+class _Scaling:
+    """Sinkhorn scalings on static buffers: u (V, N), v (V, K) for kernel (V, N, K), prior (K,).
+
+    On CUDA, `CHECK_EVERY` iterations are captured once per shape as a CUDA graph, so a chunk
+    costs one launch instead of forty; elsewhere (or if capture fails) they run eagerly.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], device: torch.device):
+        views, num_samples, num_anchors = shape
+        self.kernel = torch.ones(shape, device=device)
+        self.prior = torch.full((num_anchors,), 1.0 / num_anchors, device=device)
+        self.u = torch.full((views, num_samples), 1.0 / num_samples, device=device)
+        self.v = torch.ones(views, num_anchors, device=device)
+        self.graph = self._capture() if device.type == "cuda" else None
+
+    def iterate(self, steps: int) -> None:
+        row_mass = 1.0 / self.u.shape[-1]
+        for _ in range(steps):
+            self.v.copy_(self.prior / (self.kernel.transpose(1, 2) @ self.u[..., None]).squeeze(-1))
+            self.u.copy_(row_mass / (self.kernel @ self.v[..., None]).squeeze(-1))
+
+    def _capture(self) -> torch.cuda.CUDAGraph | None:
+        try:
+            stream = torch.cuda.Stream(self.kernel.device)
+            stream.wait_stream(torch.cuda.current_stream(self.kernel.device))
+            with torch.cuda.stream(stream):
+                self.iterate(_CHECK_EVERY)  # warm-up outside the capture
+            torch.cuda.current_stream(self.kernel.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.iterate(_CHECK_EVERY)
+            return graph
+        except RuntimeError as error:  # e.g. capture not allowed here: eager is correct, just slower
+            logger.warning("Sinkhorn runs without a CUDA graph (%s).", error)
+            return None
+
+    def chunk(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.iterate(_CHECK_EVERY)
+
+    def column_error(self) -> torch.Tensor:
+        mass = self.v * (self.kernel.transpose(1, 2) @ self.u[..., None]).squeeze(-1)
+        return (mass - self.prior).abs().max()
+
+
+@lru_cache(maxsize=8)
+def _scaling_for(shape: tuple[int, int, int], device: torch.device) -> _Scaling:
+    return _Scaling(shape, device)
 
 
 def _sinkhorn_exp(kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float) -> torch.Tensor:
-    num_samples = kernel.shape[0]
-    u = torch.full((num_samples,), 1.0 / num_samples, device=kernel.device)
-    for iteration in range(1, num_iters + 1):
-        v = prior / (kernel.T @ u)  # (K,)
-        u = (1.0 / num_samples) / (kernel @ v)  # (N,)
-        if tolerance and iteration % _CHECK_EVERY == 0 and (v * (kernel.T @ u) - prior).abs().max() <= tolerance:
+    num_samples = kernel.shape[1]
+    scaling = _scaling_for(tuple(kernel.shape), kernel.device)
+    scaling.kernel.copy_(kernel)
+    scaling.prior.copy_(prior)
+    scaling.u.fill_(1.0 / num_samples)
+    done = 0
+    while done + _CHECK_EVERY <= num_iters:
+        scaling.chunk()
+        done += _CHECK_EVERY
+        if tolerance and scaling.column_error() <= tolerance:
             break
-    return num_samples * u[:, None] * kernel * v[None, :]
+    else:
+        scaling.iterate(num_iters - done)
+    return num_samples * scaling.u[..., None] * kernel * scaling.v[:, None, :]
 
 
 def _sinkhorn_log(log_kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float) -> torch.Tensor:
-    num_samples = log_kernel.shape[0]
+    num_samples = log_kernel.shape[1]
     log_prior = prior.log()  # -inf where the prior is 0
     log_row = -math.log(num_samples)
-    log_u = torch.full((num_samples,), log_row, device=log_kernel.device)
+    log_u = torch.full(log_kernel.shape[:2], log_row, device=log_kernel.device)  # (V, N)
     for iteration in range(1, num_iters + 1):
-        log_v = log_prior - torch.logsumexp(log_kernel + log_u[:, None], dim=0)  # (K,)
-        log_u = log_row - torch.logsumexp(log_kernel + log_v[None, :], dim=1)  # (N,)
+        log_v = log_prior - torch.logsumexp(log_kernel + log_u[..., None], dim=1)  # (V, K)
+        log_u = log_row - torch.logsumexp(log_kernel + log_v[:, None, :], dim=2)  # (V, N)
         if tolerance and iteration % _CHECK_EVERY == 0:
-            column_mass = (log_kernel + log_u[:, None] + log_v[None, :]).exp().sum(dim=0)
+            column_mass = (log_kernel + log_u[..., None] + log_v[:, None, :]).exp().sum(dim=1)
             if (column_mass - prior).abs().max() <= tolerance:
                 break
-    return (log_kernel + log_u[:, None] + log_v[None, :] + math.log(num_samples)).exp()
+    return (log_kernel + log_u[..., None] + log_v[:, None, :] + math.log(num_samples)).exp()
