@@ -86,6 +86,17 @@ def test_bad_model_value_fails_before_data_is_loaded(monkeypatch, tmp_path):
         trainer_module.Pretrainer(*args)
 
 
+def test_config_normalisation_follows_the_dataset():
+    from gh_hf.training import build_config
+
+    for preset, mean in (("demo", [0.2860]), ("imagenet_lt", [0.485, 0.456, 0.406]), ("cifar100_lt", [0.5071, 0.4865, 0.4409])):
+        data, model, training = parse_pretrain_args(["--preset", preset])
+        config = build_config(data, model, training.seed)
+        assert config.image_mean == pytest.approx(mean), preset
+    data, model, training = parse_pretrain_args(["--dataset", "/data/my_images", "--in_chans", "3"])
+    assert build_config(data, model, 0).image_std == pytest.approx([0.229, 0.224, 0.225])
+
+
 def test_warmup_cosine_lr():
     assert warmup_cosine_lr(0, 100, 0.5, 10, 1e-6) == 0
     assert warmup_cosine_lr(5, 100, 0.5, 10, 1e-6) == pytest.approx(0.25)

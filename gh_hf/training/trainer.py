@@ -56,7 +56,10 @@ def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int
     """The model config of a run; raises ValueError naming a bad field before any data is loaded."""
     kwargs = model_args.config_kwargs()
     in_chans = kwargs.pop("in_chans") or (1 if data_args.dataset in GRAYSCALE_DATASETS else 3)
-    mean, std = default_normalization(data_args.dataset, in_chans)
+    try:
+        mean, std = default_normalization(data_args.dataset, in_chans)
+    except ValueError:  # a folder or split file of natural images: ImageNet statistics
+        mean, std = default_normalization("imagenet", in_chans)
     return GHConfig(
         in_chans=in_chans, image_mean=list(mean), image_std=list(std), anchors_seed=seed, **kwargs
     )
