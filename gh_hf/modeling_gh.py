@@ -227,7 +227,9 @@ class GHForPreTraining(GHPreTrainedModel):
         """GH between two views' scores; for SDCLR, on both pairs (each branch vs the other, detached)."""
         if self.pruned is None:
             return self.gh_loss_fn(scores_1, scores_2, self.class_prior)
-        allocation_1, allocation_2 = self.gh_loss_fn.allocate(torch.stack([scores_1, scores_2]), self.class_prior)
+        allocation_1, allocation_2 = self.gh_loss_fn.allocate(
+            torch.stack([scores_1, scores_2]), self.class_prior
+        )
         temperature = self.gh_loss_fn.temperature
         return swapped_prediction(
             scores_1, scores_2.detach(), allocation_1, allocation_2, temperature

@@ -95,3 +95,15 @@ def test_label_outside_class_counts_raises(predictions, references, field):
 def test_missing_class_counts_raises():
     with pytest.raises(ValueError, match="class_counts"):
         LongTailedAccuracy().compute(predictions=[0], references=[0])
+
+
+def test_display_names_shorten_run_folders_unless_they_collide():
+    from gh_hf.evaluation.report import display_names
+
+    assert display_names(["out/simclr_seed0/encoder", "out/gh_seed0/encoder", "user/model"]) == {
+        "out/simclr_seed0/encoder": "simclr_seed0",
+        "out/gh_seed0/encoder": "gh_seed0",
+        "user/model": "user/model",
+    }
+    clash = ["a/run/encoder", "b/run/encoder"]
+    assert display_names(clash) == {name: name for name in clash}

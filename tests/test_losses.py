@@ -85,7 +85,9 @@ def test_sinkhorn_agrees_with_plain_exp_reference(epsilon):
     scores, prior = _scores(32, 8, seed=1), _long_tailed_prior(8)
     scores[0] = torch.nn.functional.one_hot(torch.tensor(2), 8) - 0.5  # widen the range of scores
     expected = _reference_sinkhorn(scores, prior, epsilon, 300).float()
-    torch.testing.assert_close(sinkhorn(scores, prior, epsilon, 300, tolerance=0.0), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        sinkhorn(scores, prior, epsilon, 300, tolerance=0.0), expected, atol=1e-5, rtol=1e-4
+    )
     torch.testing.assert_close(sinkhorn(scores, prior, epsilon, 300), expected, atol=1e-4, rtol=1e-3)
 
 

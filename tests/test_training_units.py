@@ -89,7 +89,11 @@ def test_bad_model_value_fails_before_data_is_loaded(monkeypatch, tmp_path):
 def test_config_normalisation_follows_the_dataset():
     from gh_hf.training import build_config
 
-    for preset, mean in (("demo", [0.2860]), ("imagenet_lt", [0.485, 0.456, 0.406]), ("cifar100_lt", [0.5071, 0.4865, 0.4409])):
+    for preset, mean in (
+        ("demo", [0.2860]),
+        ("imagenet_lt", [0.485, 0.456, 0.406]),
+        ("cifar100_lt", [0.5071, 0.4865, 0.4409]),
+    ):
         data, model, training = parse_pretrain_args(["--preset", preset])
         config = build_config(data, model, training.seed)
         assert config.image_mean == pytest.approx(mean), preset

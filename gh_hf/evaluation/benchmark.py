@@ -12,7 +12,7 @@ from datasets import ClassLabel, Dataset
 
 from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import GROUPINGS, class_groups
 from gh_hf.evaluation.protocols import ProtocolSettings, evaluate_encoder, parse_protocols
-from gh_hf.evaluation.report import markdown_table, plot_per_class_accuracy, write_json
+from gh_hf.evaluation.report import display_names, markdown_table, plot_per_class_accuracy, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +156,9 @@ def write_outputs(report: dict[str, Any], output_dir: str | Path) -> str:
     table = markdown_table(report["results"])
     (output_dir / "results.md").write_text(table)
     main = report["main_protocol"]
+    names = display_names(list(report["results"]))
     per_class = {
-        name: entry[main]["metrics"]["per_class_accuracy"] for name, entry in report["results"].items()
+        names[name]: entry[main]["metrics"]["per_class_accuracy"] for name, entry in report["results"].items()
     }
     title = f"{report['dataset']['name']}: per-class accuracy, {main} protocol"
     dataset = report["dataset"]

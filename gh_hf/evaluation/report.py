@@ -39,6 +39,17 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
 
 
+def _short_name(encoder: str) -> str:
+    parts = [part for part in encoder.replace("\\", "/").split("/") if part]
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "encoder" else encoder
+
+
+def display_names(encoders: Sequence[str]) -> dict[str, str]:
+    """Short labels: a run folder's name for `.../RUN/encoder`, unless two would collide."""
+    short = {encoder: _short_name(encoder) for encoder in encoders}
+    return short if len(set(short.values())) == len(short) else {encoder: encoder for encoder in encoders}
+
+
 def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """One row per encoder x protocol: Overall, Many, Medium, Few, Std, in percent.
 
@@ -53,10 +64,11 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|",
     ]
+    names = display_names(list(results))
     for encoder, protocols in results.items():
         for protocol, entry in protocols.items():
             metrics = entry["metrics"]
-            cells = [encoder, protocol, *(_percent(metrics[key]) for _, key in TABLE_COLUMNS)]
+            cells = [names[encoder], protocol, *(_percent(metrics[key]) for _, key in TABLE_COLUMNS)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -68,7 +68,9 @@ class GHLoss(torch.nn.Module):
 
     def allocate(self, scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """Surrogate labels q: (N, K) for one view, or (V, N, K) for V views solved together."""
-        return sinkhorn(scores, prior, self.epsilon, self.sinkhorn_iters, self.gather_distributed, self.sinkhorn_tolerance)
+        return sinkhorn(
+            scores, prior, self.epsilon, self.sinkhorn_iters, self.gather_distributed, self.sinkhorn_tolerance
+        )
 
     def forward(self, scores_1: torch.Tensor, scores_2: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         allocation_1, allocation_2 = self.allocate(torch.stack([scores_1, scores_2]), prior)

@@ -137,7 +137,9 @@ def _scaling_for(shape: tuple[int, int, int], device: torch.device) -> _Scaling:
     return _Scaling(shape, device)
 
 
-def _sinkhorn_exp(kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float) -> torch.Tensor:
+def _sinkhorn_exp(
+    kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float
+) -> torch.Tensor:
     num_samples = kernel.shape[1]
     scaling = _scaling_for(tuple(kernel.shape), kernel.device)
     scaling.kernel.copy_(kernel)
@@ -154,7 +156,9 @@ def _sinkhorn_exp(kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tol
     return num_samples * scaling.u[..., None] * kernel * scaling.v[:, None, :]
 
 
-def _sinkhorn_log(log_kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float) -> torch.Tensor:
+def _sinkhorn_log(
+    log_kernel: torch.Tensor, prior: torch.Tensor, num_iters: int, tolerance: float
+) -> torch.Tensor:
     num_samples = log_kernel.shape[1]
     log_prior = prior.log()  # -inf where the prior is 0
     log_row = -math.log(num_samples)

@@ -107,6 +107,11 @@ def time_bank_update(
     bank = ScoreBank(num_samples, num_anchors, device=device)
     scores = torch.randn(batch_size, num_anchors, device=device)
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randperm(num_samples, generator=generator)[:batch_size].to(device) for _ in range(repeats + 1)]
+    batches = [
+        torch.randperm(num_samples, generator=generator)[:batch_size].to(device) for _ in range(repeats + 1)
+    ]
     bank.update(batches[-1], scores, 0.999)  # warm-up (first sightings)
-    return statistics.median(_timed(lambda indices=indices: bank.update(indices, scores, 0.999), device) for indices in batches[:-1])
+    return statistics.median(
+        _timed(lambda indices=indices: bank.update(indices, scores, 0.999), device)
+        for indices in batches[:-1]
+    )
