@@ -53,7 +53,7 @@ print(type(encoder).__name__, tuple(encoder(torch.zeros(2, encoder.config.in_cha
 
 def test_short_run_leaves_an_encoder_that_auto_model_loads(tmp_path):
     out = tmp_path / "run"
-    result = check(launch([*TINY, "--output_dir", str(out), "--knn_at_end", "true", "--max_steps", "10"]))
+    result = check(launch([*TINY, "--output_dir", str(out), "--knn_at_end", "true", "--max_steps", "16"]))
     assert "Encoder saved to" in result.stdout
     encoder = out / "encoder"
     assert {"config.json", "model.safetensors", "README.md", "training_args.json"} <= {
@@ -69,8 +69,10 @@ def test_short_run_leaves_an_encoder_that_auto_model_loads(tmp_path):
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [entry for entry in logs if "loss" in entry]
     assert {"loss", "ssl_loss", "gh_loss", "lr", "images_per_s", "gh_weight"} <= set(steps[0])
-    assert steps[-1]["step"] == 10 and steps[-1]["gh_weight"] > 0 and steps[-1]["gh_loss"] > 0
+    assert steps[-1]["step"] == 16 and steps[-1]["gh_weight"] > 0 and steps[-1]["gh_loss"] > 0
     assert any("prior_entropy" in entry for entry in logs)
+    run_info = json.loads((encoder / "run_info.json").read_text())
+    assert run_info["global_steps"] == 16 and run_info["epochs"] == 2  # the last epoch is counted as done
     knn = json.loads((out / "knn_metrics.json").read_text())
     assert 0 <= knn["knn_accuracy"] <= 1 and "knn_few" in knn
 

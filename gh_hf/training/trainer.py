@@ -255,8 +255,8 @@ class Pretrainer:
                 progress.set_postfix(loss=f"{logs['loss']:.3f}", gh=f"{logs['gh_weight']:.2f}")
             if self.args.checkpoint_every and state.global_step % self.args.checkpoint_every == 0:
                 save_checkpoint(accelerator, self.output_dir, state.global_step, self.args.save_total_limit)
-            if state.global_step >= self.total_steps:
-                return
+            if state.global_step >= self.total_steps and state.step_in_epoch < self.steps_per_epoch:
+                return  # stopped mid-epoch (max_steps); an epoch that ran to its end is closed below
         state.epoch += 1
         state.step_in_epoch = 0
 
