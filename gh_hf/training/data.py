@@ -38,12 +38,17 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
-def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
-    """The long-tailed pretraining split (columns image, label, index; class counts recorded)."""
+def load_source(data_args: DataArguments, split: str) -> Dataset:
+    """A split of the run's source dataset, as `--dataset`, `--data_dir` and `--split_file` name it."""
     kwargs = {}
     if data_args.split_file is not None:
         kwargs = {"split_file": data_args.split_file, "image_root": data_args.image_root}
-    dataset = load_image_dataset(data_args.dataset, split="train", data_dir=data_args.data_dir, **kwargs)
+    return load_image_dataset(data_args.dataset, split=split, data_dir=data_args.data_dir, **kwargs)
+
+
+def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
+    """The long-tailed pretraining split (columns image, label, index; class counts recorded)."""
+    dataset = load_source(data_args, "train")
     if data_args.imbalance_ratio == 1:  # an already long-tailed source (ImageNet-LT/Places-LT split files)
         return add_index_column(dataset)
     return make_long_tailed(

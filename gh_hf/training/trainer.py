@@ -22,8 +22,9 @@ from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_en
 from gh_hf.modeling_gh import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
-from gh_hf.training.checkpointing import resolve_checkpoint, save_checkpoint
+from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
 from gh_hf.training.data import build_train_loader, load_long_tailed_train
+from gh_hf.training.export import export_encoder
 from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
 from gh_hf.training.score_bank import ScoreBank, prior_entropy
 
@@ -106,6 +107,7 @@ class Pretrainer:
         self.output_dir = Path(args.output_dir)
         self.state = TrainerState()
         self.final_metrics: dict[str, float] = {}
+        self.knn_monitor = None  # built on first use
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -310,8 +312,6 @@ class Pretrainer:
         update_bank_globally(self.accelerator, self.bank, indices, scores, momentum)
 
     def fail_non_finite(self, terms: torch.Tensor) -> None:
-        from gh_hf.training.checkpointing import list_checkpoints
-
         checkpoints = list_checkpoints(self.output_dir)
         last = str(checkpoints[-1]) if checkpoints else "none written yet"
         loss, ssl_loss, gh_loss = terms.tolist()
@@ -331,10 +331,8 @@ class Pretrainer:
             save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, args.save_total_limit)
 
     def checkpoint_if_new(self) -> None:
-        from gh_hf.training.checkpointing import list_checkpoints
-
         existing = list_checkpoints(self.output_dir)
-        if not existing or not existing[-1].name.endswith(f"{self.state.global_step:08d}"):
+        if not existing or existing[-1].name != f"step_{self.state.global_step:08d}":
             save_checkpoint(
                 self.accelerator, self.output_dir, self.state.global_step, self.args.save_total_limit
             )
@@ -350,15 +348,17 @@ class Pretrainer:
                 handle.write(json.dumps(values) + "\n")
 
     def run_monitor(self) -> dict[str, float]:
-        """kNN accuracy of the current encoder (see gh_hf.training.monitor); {} when unavailable."""
-        from gh_hf.training.monitor import knn_monitor_metrics
+        """kNN accuracy of the current encoder; all processes take part (see gh_hf.training.monitor)."""
+        from gh_hf.training.monitor import build_knn_monitor  # loads the evaluation stack only when used
 
-        return knn_monitor_metrics(self)
+        if self.knn_monitor is None:
+            self.knn_monitor = build_knn_monitor(self)
+        metrics = self.knn_monitor(self.unwrapped().encoder, self.accelerator)
+        self.model.train()
+        return metrics
 
     def export_encoder(self) -> Path:
         """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts) on the main process."""
-        from gh_hf.training.export import export_encoder
-
         encoder_dir = self.output_dir / "encoder"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
