@@ -24,6 +24,13 @@ ARMS = {  # name -> arguments on top of the preset
     "simclr": ["--use_gh", "false", "--lr_schedule", "cosine"],
     "simclr_two_stage_lr": ["--use_gh", "false", "--lr_schedule", "two_stage"],
     "simclr_gh": ["--use_gh", "true", "--lr_schedule", "two_stage"],
+    # The other SSL bases: with and without GH on the same (two-stage) schedule, so GH is the
+    # only difference within a pair.
+    **{
+        f"{base}{suffix}": ["--ssl_method", base, "--use_gh", use_gh, "--lr_schedule", "two_stage"]
+        for base in ("focal", "sdclr", "bcl")
+        for suffix, use_gh in (("", "false"), ("_gh", "true"))
+    },
 }
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
@@ -62,6 +69,17 @@ def main() -> int:
     parser.add_argument("--results_dir", default="results/fashion_mnist_lt")
     parser.add_argument("--linear_epochs", default="200")
     parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Keep runs whose encoder (with run_info.json) already exists in work_dir instead of "
+        "pretraining them again, e.g. to finish an interrupted experiment.",
+    )
+    parser.add_argument(
+        "--skip_benchmark",
+        action="store_true",
+        help="Only pretrain; benchmark in a later call (with --reuse).",
+    )
+    parser.add_argument(
         "--extra", default="", help="Extra pretraining arguments, e.g. '--num_epochs 2' for a smoke run."
     )
     args = parser.parse_args()
@@ -77,14 +95,26 @@ def main() -> int:
     commands: list[str] = []
     runs: dict[str, list[str]] = {}
     timings = {}
-    for arm in args.arms.split(","):
-        for seed in args.seeds.split(","):
-            output_dir = work / f"{arm}_seed{seed}"
-            start = time.time()
-            run([*LAUNCH, "scripts/pretrain.py", "--preset", "fashion_mnist_lt", *ARMS[arm], "--seed", seed,
-                 "--output_dir", str(output_dir), *args.extra.split()], commands)  # fmt: skip
-            timings[f"{arm}_seed{seed}"] = round(time.time() - start, 1)
-            runs.setdefault(arm, []).append(str(output_dir / "encoder"))
+    arms, seeds = args.arms.split(","), args.seeds.split(",")
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        parser.error(f"--arms: unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+    for seed in seeds:  # seed-major: an interrupted experiment has every arm's first seed
+        for arm in arms:
+            name, output_dir = f"{arm}_seed{seed}", work / f"{arm}_seed{seed}"
+            command = [*LAUNCH, "scripts/pretrain.py", "--preset", "fashion_mnist_lt", *ARMS[arm], "--seed", seed,
+                       "--output_dir", str(output_dir), *args.extra.split()]  # fmt: skip
+            run_info = output_dir / "encoder" / "run_info.json"
+            if args.reuse and run_info.exists():
+                commands.append(" ".join(command) + "  # reused")
+                timings[name] = json.loads(run_info.read_text()).get("wall_time_s")
+            else:
+                start = time.time()
+                run(command, commands)
+                timings[name] = round(time.time() - start, 1)
+    runs = {arm: [str(work / f"{arm}_seed{seed}" / "encoder") for seed in seeds] for arm in arms}
+    if args.skip_benchmark:
+        return 0
     encoders = [encoder for group in runs.values() for encoder in group]
     run([sys.executable, "scripts/benchmark.py", "--encoders", *encoders, "--dataset", "fashion_mnist", "--imbalance_ratio", "100",
          "--protocols", "linear,knn", "--linear_epochs", args.linear_epochs, "--output_dir", str(results)], commands)  # fmt: skip
