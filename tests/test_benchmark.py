@@ -88,6 +88,63 @@ def test_benchmark_arguments_validate():
         BenchmarkArguments()
     args = BenchmarkArguments(encoders=["x"], class_counts="5,3,1")
     assert pretraining_class_counts(args, train=None) == [5, 3, 1]
+    with pytest.raises(ValueError, match="needs --test_split_file"):
+        BenchmarkArguments(encoders=["x"], dataset="split_file", train_split_file="a.txt", class_counts="1")
+    with pytest.raises(ValueError, match="needs --class_counts"):
+        BenchmarkArguments(encoders=["x"], dataset="split_file", train_split_file="a", test_split_file="b")
+    with pytest.raises(ValueError, match="need dataset='split_file', got dataset='digits'"):
+        BenchmarkArguments(encoders=["x"], dataset="digits", test_split_file="b.txt")
+    with pytest.raises(ValueError, match="comma-separated integers.*got '5,x'"):
+        pretraining_class_counts(BenchmarkArguments(encoders=["x"], class_counts="5,x"), train=None)
+
+
+def _write_split(root: Path, name: str, dataset, per_class: list[int]) -> Path:
+    """A "path label" split file of the first per_class[c] images of each class, saved as PNGs."""
+    lines, taken = [], [0] * len(per_class)
+    for index, (image, label) in enumerate(zip(dataset["image"], dataset["label"], strict=True)):
+        if taken[label] < per_class[label]:
+            taken[label] += 1
+            path = Path(name) / f"{label}" / f"{index}.png"
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            image.save(root / path)
+            lines.append(f"{path} {label}")
+    split_file = root / f"{name}.txt"
+    split_file.write_text("\n".join(lines) + "\n")
+    return split_file
+
+
+@pytest.mark.slow
+def test_benchmark_on_split_files_as_imagenet_lt(digits, tmp_path):
+    """ImageNet-LT style: balanced train / test split files, class counts from the LT split file."""
+    from gh_hf.evaluation import run_benchmark
+
+    train, test = digits
+    lt_counts = [60, 40, 25, 18, 12, 9, 7, 5, 4, 3]
+    files = {
+        "train": _write_split(tmp_path / "images", "train", train, [30] * 10),
+        "test": _write_split(tmp_path / "images", "test", test, [15] * 10),
+        "lt": _write_split(tmp_path / "images", "lt", train, lt_counts),
+    }
+    encoder = str(tmp_path / "encoder")
+    _tiny_encoder(0).save_pretrained(encoder)
+    args = BenchmarkArguments(
+        encoders=[encoder],
+        dataset="split_file",
+        train_split_file=str(files["train"]),
+        test_split_file=str(files["test"]),
+        class_counts=str(files["lt"]),
+        grouping="thresholds",
+        protocols="knn,fewshot10",
+        linear_epochs=2,
+        output_dir=str(tmp_path / "bench"),
+    )
+    report = run_benchmark(args)
+    assert report["dataset"]["class_counts"] == lt_counts
+    assert report["dataset"]["num_train"] == 300 and report["dataset"]["num_test"] == 150
+    # thresholds: Many > 100 (none here), Medium 20..100, Few < 20
+    assert report["dataset"]["groups"] == {"many": [], "medium": [0, 1, 2], "few": [3, 4, 5, 6, 7, 8, 9]}
+    for entry in report["results"][encoder].values():
+        assert 0.0 <= entry["metrics"]["accuracy"] <= 1.0
 
 
 def test_markdown_table_formats_percentages_and_nan():

@@ -148,6 +148,19 @@ def test_split_file(tmp_path):
     assert named.features["label"].names == ["a", "b", "c", "d", "e"]
 
 
+def test_split_file_class_counts(tmp_path):
+    from gh_hf.data import split_file_class_counts
+
+    split_file = tmp_path / "lt.txt"
+    split_file.write_text("a.jpg 0\nb.jpg 0\nc.jpg 2\n\nd.jpg 0\n")  # no image needs to exist
+    assert split_file_class_counts(str(split_file)) == [3, 0, 1]
+    assert split_file_class_counts(str(split_file), num_classes=5) == [3, 0, 1, 0, 0]
+    with pytest.raises(ValueError, match="num_classes=2 but the split file has label 2"):
+        split_file_class_counts(str(split_file), num_classes=2)
+    with pytest.raises(FileNotFoundError, match="split file not found"):
+        split_file_class_counts(str(tmp_path / "missing.txt"))
+
+
 def test_split_file_errors(tmp_path):
     split_file = write_split_file(tmp_path, ["x/a.png 0"])
     with split_file.open("a") as handle:

@@ -84,6 +84,29 @@ def test_bad_model_value_fails_before_data_is_loaded(monkeypatch, tmp_path):
     )
     with pytest.raises(ValueError, match="--resume_from_checkpoint="):
         trainer_module.Pretrainer(*args)
+    split = ["--preset", "imagenet_lt", "--split_file", "train.txt", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="needs --test_split_file"):  # monitor on, no test images
+        trainer_module.Pretrainer(*parse_pretrain_args([*split, "--knn_at_end", "true"]))
+    with pytest.raises(ValueError, match="--test_split_file='test.txt' is invalid.*needs --split_file"):
+        parse_pretrain_args(["--test_split_file", "test.txt"])
+
+
+def test_load_source_reads_the_split_files(monkeypatch):
+    from gh_hf.training import data as data_module
+
+    calls = []
+    monkeypatch.setattr(
+        data_module, "load_image_dataset", lambda *args, **kwargs: calls.append((args, kwargs))
+    )
+    data, _, _ = parse_pretrain_args(
+        ["--preset", "imagenet_lt", "--split_file", "a.txt", "--test_split_file", "b.txt"]
+    )
+    data_module.load_source(data, "train")
+    data_module.load_source(data, "test")
+    assert [kwargs["split_file"] for _, kwargs in calls] == ["a.txt", "b.txt"]
+    data.test_split_file = None
+    with pytest.raises(ValueError, match="split='test' of a --split_file dataset needs --test_split_file"):
+        data_module.load_source(data, "test")
 
 
 def test_config_normalisation_follows_the_dataset():

@@ -28,6 +28,7 @@ from .sources import (
     load_image_dataset,
     load_image_folder,
     load_split_file,
+    split_file_class_counts,
     to_common_schema,
 )
 from .transforms import (
@@ -68,6 +69,7 @@ __all__ = [
     "load_image_dataset",
     "load_image_folder",
     "load_split_file",
+    "split_file_class_counts",
     "long_tailed_counts",
     "long_tailed_indices",
     "make_long_tailed",

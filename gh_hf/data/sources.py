@@ -215,6 +215,26 @@ def _parse_split_file(split_file: str) -> tuple[list[str], list[int]]:
     return paths, labels
 
 
+def split_file_class_counts(split_file: str, num_classes: int | None = None) -> list[int]:
+    """Images per class of a "path label" split file (no image is opened), e.g. ImageNet_LT_train.txt.
+
+    Args:
+        split_file: The text file, one "relative/path label" pair a line.
+        num_classes: C; defaults to the largest label + 1.
+
+    Returns:
+        counts[c] = number of lines with label c, for c in 0..C-1.
+    """
+    if not os.path.isfile(split_file):
+        raise FileNotFoundError(f"split file not found: {split_file}")
+    _, labels = _parse_split_file(split_file)
+    num_classes = _class_label(labels, None, num_classes).num_classes
+    counts = [0] * num_classes
+    for label in labels:
+        counts[label] += 1
+    return counts
+
+
 def _class_label(labels: list[int], class_names: list[str] | None, num_classes: int | None) -> ClassLabel:
     if min(labels) < 0:
         raise ValueError(f"labels must be >= 0; the split file has label {min(labels)}")

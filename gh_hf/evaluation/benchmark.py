@@ -27,6 +27,16 @@ class BenchmarkArguments:
     output_dir: str = field(default="benchmark", metadata={"help": "Where results.json/.md and the plot go."})
     dataset: str = field(default="fashion_mnist", metadata={"help": "A gh_hf.data.load_image_dataset name."})
     data_dir: str | None = field(default=None, metadata={"help": "Local copy of the dataset, if any."})
+    train_split_file: str | None = field(
+        default=None,
+        metadata={"help": "dataset=split_file: 'path label' file of the balanced labelled train images."},
+    )
+    test_split_file: str | None = field(
+        default=None, metadata={"help": "dataset=split_file: 'path label' file of the test images."}
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "Root of the split files' paths (default: each file's folder)."}
+    )
     imbalance_ratio: float = field(default=100, metadata={"help": "n_max / n_min of the pretraining split."})
     profile: str = field(default="exp", metadata={"help": "Long-tail profile: exp or step."})
     long_tailed_seed: int = field(default=0, metadata={"help": "Seed of make_long_tailed."})
@@ -36,7 +46,10 @@ class BenchmarkArguments:
     )
     class_counts: str | None = field(
         default=None,
-        metadata={"help": "Pretraining class counts (comma list or JSON file), instead of make_long_tailed."},
+        metadata={
+            "help": "Pretraining class counts instead of make_long_tailed: a comma list, a JSON list, a file "
+            "holding one, or the pretraining split file (e.g. ImageNet_LT_train.txt)."
+        },
     )
     protocols: str = field(
         default="linear,knn,fewshot100", metadata={"help": "linear, knn, fewshot<N>, comma-separated."}
@@ -65,6 +78,20 @@ class BenchmarkArguments:
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {self.grouping!r}")
         parse_protocols(self.protocols)
+        split_files = {"train_split_file": self.train_split_file, "test_split_file": self.test_split_file}
+        if self.dataset == "split_file":
+            for name, value in split_files.items():
+                if value is None:
+                    raise ValueError(f"dataset='split_file' needs --{name} (a 'path label' file), got None")
+            if self.class_counts is None:
+                raise ValueError(
+                    "dataset='split_file' needs --class_counts: the pretraining split file (e.g. "
+                    "ImageNet_LT_train.txt) or its counts; make_long_tailed does not apply"
+                )
+        elif any(value is not None for value in split_files.values()):
+            raise ValueError(
+                f"train_split_file/test_split_file need dataset='split_file', got dataset={self.dataset!r}"
+            )
         for name in ("max_train_samples", "max_test_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -84,7 +111,7 @@ def _subsample(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
 
 def pretraining_class_counts(args: BenchmarkArguments, train: Dataset) -> list[int]:
     """Counts per class of the long-tailed pretraining split: given, or from `make_long_tailed`."""
-    from gh_hf.data import default_max_per_class, get_class_counts, make_long_tailed
+    from gh_hf.data import default_max_per_class, get_class_counts, make_long_tailed, split_file_class_counts
 
     if args.class_counts is None:
         long_tailed = make_long_tailed(
@@ -96,14 +123,23 @@ def pretraining_class_counts(args: BenchmarkArguments, train: Dataset) -> list[i
         )
         return get_class_counts(long_tailed)
     text = args.class_counts
-    if Path(text).is_file():
-        text = Path(text).read_text()
+    is_file = Path(text).is_file()
+    content = Path(text).read_text() if is_file else text
     try:
-        counts = json.loads(text) if text.strip().startswith("[") else [int(c) for c in text.split(",")]
+        counts = (
+            json.loads(content) if content.strip().startswith("[") else [int(c) for c in content.split(",")]
+        )
     except ValueError as error:
-        raise ValueError(
-            f"class_counts must be comma-separated integers or a JSON list (or a file holding one), got {text!r}"
-        ) from error
+        message = (
+            "class_counts must be comma-separated integers, a JSON list, a file holding one, or a "
+            f"'path label' split file; got {text!r}"
+        )
+        if not is_file:
+            raise ValueError(message) from error
+        try:
+            counts = split_file_class_counts(text)
+        except ValueError as split_error:
+            raise ValueError(f"{message} ({split_error})") from split_error
     class_groups(counts, args.grouping)  # validates them
     return [int(c) for c in counts]
 
@@ -185,8 +221,15 @@ def run_benchmark(args: BenchmarkArguments, accelerator: Any | None = None) -> d
 
     accelerator = accelerator or Accelerator(**default_accelerator_kwargs())
     protocols = parse_protocols(args.protocols)
-    train = load_image_dataset(args.dataset, split="train", data_dir=args.data_dir)
-    test = load_image_dataset(args.dataset, split="test", data_dir=args.data_dir)
+    train, test = (
+        load_image_dataset(
+            args.dataset,
+            split=split,
+            data_dir=args.data_dir,
+            **({"split_file": split_file, "image_root": args.image_root} if split_file else {}),
+        )
+        for split, split_file in (("train", args.train_split_file), ("test", args.test_split_file))
+    )
     class_counts = pretraining_class_counts(args, train)
     data = {
         "train": _subsample(train, args.max_train_samples, args.seed),

@@ -36,7 +36,13 @@ class DataArguments:
     split_file: str | None = field(
         default=None, metadata={"help": "ImageNet-LT/Places-LT style 'path label' file (dataset=split_file)."}
     )
-    image_root: str | None = field(default=None, metadata={"help": "Root of the paths in --split_file."})
+    test_split_file: str | None = field(
+        default=None,
+        metadata={"help": "With --split_file: the test images' 'path label' file, for the kNN monitor."},
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "Root of the paths in --split_file/--test_split_file."}
+    )
     imbalance_ratio: float = field(
         default=100.0, metadata={"help": "n_max / n_min of the long-tailed split; 1 keeps the data as is."}
     )
@@ -57,6 +63,8 @@ class DataArguments:
             _fail("data", "augmentation", self.augmentation, "must be 'cifar' or 'imagenet'")
         if self.dataloader_num_workers < 0:
             _fail("data", "dataloader_num_workers", self.dataloader_num_workers, "must be >= 0")
+        if self.test_split_file is not None and self.split_file is None:
+            _fail("data", "test_split_file", self.test_split_file, "needs --split_file (the training images)")
 
 
 @dataclass

@@ -39,10 +39,19 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 def load_source(data_args: DataArguments, split: str) -> Dataset:
-    """A split of the run's source dataset, as `--dataset`, `--data_dir` and `--split_file` name it."""
+    """A split ("train" or "test") of the run's source, as `--dataset`, `--data_dir` and the split files name it.
+
+    With `--split_file`, "train" is that file and "test" is `--test_split_file`.
+    """
     kwargs = {}
     if data_args.split_file is not None:
-        kwargs = {"split_file": data_args.split_file, "image_root": data_args.image_root}
+        split_file = {"train": data_args.split_file, "test": data_args.test_split_file}.get(split)
+        if split_file is None:
+            raise ValueError(
+                f"split={split!r} of a --split_file dataset needs --test_split_file (the kNN monitor's "
+                "test images), or turn the monitor off with --knn_every_epochs 0 --knn_at_end false"
+            )
+        kwargs = {"split_file": split_file, "image_root": data_args.image_root}
     return load_image_dataset(data_args.dataset, split=split, data_dir=data_args.data_dir, **kwargs)
 
 

@@ -97,6 +97,12 @@ class Pretrainer:
         self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
         if args.push_to_hub:
             check_can_push(args.hub_model_id)  # no token / offline: fail now, not after training
+        monitor_on = args.knn_at_end or args.knn_every_epochs > 0
+        if monitor_on and data_args.split_file is not None and data_args.test_split_file is None:
+            raise ValueError(  # the monitor needs test images: fail now, not after training
+                "--split_file data with the kNN monitor on needs --test_split_file (the test images' "
+                "'path label' file); or turn the monitor off with --knn_every_epochs 0 --knn_at_end false"
+            )
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
