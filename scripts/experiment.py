@@ -93,7 +93,6 @@ def main() -> int:
         ).stdout
     )
     commands: list[str] = []
-    runs: dict[str, list[str]] = {}
     timings = {}
     arms, seeds = args.arms.split(","), args.seeds.split(",")
     unknown = sorted(set(arms) - set(ARMS))
@@ -117,18 +116,24 @@ def main() -> int:
         return 0
     encoders = [encoder for group in runs.values() for encoder in group]
     run([sys.executable, "scripts/benchmark.py", "--encoders", *encoders, "--dataset", "fashion_mnist", "--imbalance_ratio", "100",
-         "--protocols", "linear,knn", "--linear_epochs", args.linear_epochs, "--output_dir", str(results)], commands)  # fmt: skip
+         "--protocols", "linear,knn", "--linear_epochs", args.linear_epochs, "--output_dir", str(results),
+         "--cache_dir", str(work / "feature_cache")], commands)  # fmt: skip
     report = json.loads((results / "results.json").read_text())
     (results / "summary.md").write_text(summarise(report, runs))
+    revisions = {}
     for name in timings:
         target = results / "runs" / name
         target.mkdir(parents=True, exist_ok=True)
-        for file in ("log.jsonl", "training_args.json", "knn_metrics.json"):
+        for file in ("log.jsonl", "training_args.json", "knn_metrics.json", "encoder/run_info.json"):
             if (work / name / file).exists():
-                shutil.copy(work / name / file, target / file)
+                shutil.copy(work / name / file, target / Path(file).name)
+        if (target / "run_info.json").exists():
+            revisions[name] = json.loads((target / "run_info.json").read_text()).get("source_revision")
     (results / "commands.md").write_text(
         f"commit: {commit}{' (with uncommitted changes)' if dirty else ''}\n\n"
-        f"wall time per pretraining run (s): {json.dumps(timings)}\n\n```\n" + "\n".join(commands) + "\n```\n"
+        f"wall time per pretraining run (s): {json.dumps(timings)}\n\n"
+        f"gh_hf source of each pretraining run (run_info.json; null = not recorded): {json.dumps(revisions)}\n\n"
+        "```\n" + "\n".join(commands) + "\n```\n"
     )
     print((results / "summary.md").read_text())
     return 0

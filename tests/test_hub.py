@@ -131,6 +131,30 @@ def test_export_writes_the_encoder_folder(encoder_dir):
     )
 
 
+def test_source_revision_names_the_checkout(tmp_path):
+    from gh_hf.hub.run_info import source_revision
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path / "repo", check=True, capture_output=True, text=True
+        )
+
+    (tmp_path / "repo" / "gh_hf").mkdir(parents=True)
+    (tmp_path / "repo" / "gh_hf" / "x.py").write_text("a = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    sha = git("rev-parse", "HEAD").stdout.strip()
+    assert source_revision(str(tmp_path / "repo")) == sha
+    (tmp_path / "repo" / "results.md").write_text("untracked files elsewhere do not count\n")
+    assert source_revision(str(tmp_path / "repo")) == sha
+    (tmp_path / "repo" / "gh_hf" / "x.py").write_text("a = 2\n")
+    assert source_revision(str(tmp_path / "repo")) == sha + "-dirty"
+    # an installed package inside some other repository is not that repository's code
+    assert source_revision(str(tmp_path / "repo" / "gh_hf")) is None
+    assert source_revision(str(tmp_path)) is None  # not a checkout at all
+
+
 def test_card_without_results_has_metadata_and_no_accuracy(encoder_dir):
     card = ModelCard.load(encoder_dir / "README.md")
     data = card.data

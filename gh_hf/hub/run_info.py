@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -34,6 +35,30 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def source_revision(root: str | None = None) -> str | None:
+    """The git commit of the gh_hf checkout that ran ("<sha>", or "<sha>-dirty" with uncommitted changes
+    to gh_hf/ or scripts/); None for an installed package (no checkout of its own).
+
+    Args:
+        root: The checkout's root; defaults to the folder holding this gh_hf package.
+    """
+    package_dir = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) != os.path.realpath(package_dir):
+            return None  # e.g. site-packages inside some other repository
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "gh_hf", "scripts")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
 def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict[str, Any]:
     """What the trainer writes to `run_info.json` (read by the model card's compute section).
 
@@ -44,7 +69,7 @@ def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict
 
     Returns:
         {"hardware", "num_processes", "device_type", "mixed_precision", "wall_time_s",
-        "finished_at", "versions", **extra}.
+        "finished_at", "versions", "source_revision" (when gh_hf runs from a git checkout), **extra}.
     """
     return {
         "hardware": describe_hardware(accelerator.device, accelerator.num_processes),
@@ -54,6 +79,7 @@ def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict
         "wall_time_s": round(float(wall_time_s), 1),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
+        **({"source_revision": revision} if (revision := source_revision()) else {}),
         **extra,
     }
 
@@ -77,6 +103,7 @@ RUN_INFO_LABELS = {
     "epochs": "Epochs",
     "finished_at": "Finished at (UTC)",
     "versions": "Software",
+    "source_revision": "gh_hf source (git)",
 }
 
 
