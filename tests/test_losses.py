@@ -107,7 +107,9 @@ def test_sinkhorn_early_stop_matches_full_run_within_tolerance():
     scores, prior = _scores(256, 10, seed=3), _long_tailed_prior(10)
     full = sinkhorn(scores, prior, 0.05, 300, tolerance=0.0)
     early = sinkhorn(scores, prior, 0.05, 300, tolerance=1e-6)
-    torch.testing.assert_close(early.sum(0) / 256, prior / prior.sum(), atol=1e-6, rtol=0)
+    # the stop test is |mass - prior| <= 1e-6 on the scalings; summing the float32 allocation
+    # again adds rounding of the same order (1.07e-6 seen with OMP_NUM_THREADS=1)
+    torch.testing.assert_close(early.sum(0) / 256, prior / prior.sum(), atol=2e-6, rtol=0)
     torch.testing.assert_close(early, full, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="tolerance"):
         sinkhorn(scores, prior, tolerance=-1.0)
