@@ -153,6 +153,10 @@ def test_source_revision_names_the_checkout(tmp_path):
     # an installed package inside some other repository is not that repository's code
     assert source_revision(str(tmp_path / "repo" / "gh_hf")) is None
     assert source_revision(str(tmp_path)) is None  # not a checkout at all
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():  # this checkout (CI clones it): the default root is the repo, not gh_hf/
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+        assert source_revision().removesuffix("-dirty") == head.strip()
 
 
 def test_card_without_results_has_metadata_and_no_accuracy(encoder_dir):

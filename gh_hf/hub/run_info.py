@@ -7,6 +7,7 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ def source_revision(root: str | None = None) -> str | None:
     Args:
         root: The checkout's root; defaults to the folder holding this gh_hf package.
     """
-    package_dir = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_dir = root or str(Path(__file__).resolve().parents[2])  # gh_hf/hub/run_info.py -> checkout
 
     def git(*args: str) -> str:
         return subprocess.run(
