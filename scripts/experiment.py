@@ -2,10 +2,13 @@
 """Rerun the Fashion-MNIST-LT table of README "Results": `make experiment` (or this script).
 
 Pretrains every arm x seed with the `fashion_mnist_lt` preset through `accelerate launch`,
-benchmarks all encoders with scripts/benchmark.py, and writes results/fashion_mnist_lt/:
-results.json/.md and per_class_accuracy.png (the benchmark's), summary.md (mean and spread over
-seeds), runs/<run>/log.jsonl (training logs, with the prior estimates) and commands.md (the exact
-commands and the commit).
+benchmarks each encoder with scripts/benchmark.py as soon as it exists (the probes are
+deterministic per encoder: zero-initialised, seeded shuffles, so one call per encoder gives the
+numbers of one call for all), and writes results/fashion_mnist_lt/: results.json/.md and
+per_class_accuracy.png (the benchmark's outputs, merged over the runs), summary.md (mean and
+spread over seeds), runs/<run>/ (training log with the prior estimates, arguments, run_info) and
+commands.md (the exact commands and the commit). `--reuse` keeps finished runs and benchmarks, so
+an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from gh_hf.evaluation import write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {  # name -> arguments on top of the preset
@@ -35,12 +40,25 @@ ARMS = {  # name -> arguments on top of the preset
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 METRICS = ("accuracy", "many", "medium", "few", "per_class_std")
+BENCHMARK = ["--dataset", "fashion_mnist", "--imbalance_ratio", "100", "--protocols", "linear,knn"]
 
 
 def run(command: list[str], log: list[str]) -> None:
     log.append(" ".join(command))
     print("$", log[-1], flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
+
+
+def merge_reports(paths: list[Path], output_dir: Path) -> dict:
+    """One benchmark report (as results.json holds it) from the one-encoder reports of the runs."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    first = reports[0]
+    for path, report in zip(paths, reports, strict=True):
+        if report["dataset"] != first["dataset"] or report["protocols"] != first["protocols"]:
+            raise ValueError(f"{path} was benchmarked on other data or protocols than {paths[0]}")
+    results = {encoder: entry for report in reports for encoder, entry in report["results"].items()}
+    arguments = {**first["arguments"], "encoders": list(results), "output_dir": str(output_dir)}
+    return {**first, "arguments": arguments, "results": results}
 
 
 def summarise(report: dict, runs: dict[str, list[str]]) -> str:
@@ -111,14 +129,19 @@ def main() -> int:
                 start = time.time()
                 run(command, commands)
                 timings[name] = round(time.time() - start, 1)
+            if not args.skip_benchmark:
+                benchmark = [sys.executable, "scripts/benchmark.py", "--encoders", str(output_dir / "encoder"),
+                             *BENCHMARK, "--linear_epochs", args.linear_epochs, "--output_dir", str(output_dir / "benchmark"),
+                             "--cache_dir", str(work / "feature_cache")]  # fmt: skip
+                if args.reuse and (output_dir / "benchmark" / "results.json").exists():
+                    commands.append(" ".join(benchmark) + "  # reused")
+                else:
+                    run(benchmark, commands)
     runs = {arm: [str(work / f"{arm}_seed{seed}" / "encoder") for seed in seeds] for arm in arms}
     if args.skip_benchmark:
         return 0
-    encoders = [encoder for group in runs.values() for encoder in group]
-    run([sys.executable, "scripts/benchmark.py", "--encoders", *encoders, "--dataset", "fashion_mnist", "--imbalance_ratio", "100",
-         "--protocols", "linear,knn", "--linear_epochs", args.linear_epochs, "--output_dir", str(results),
-         "--cache_dir", str(work / "feature_cache")], commands)  # fmt: skip
-    report = json.loads((results / "results.json").read_text())
+    report = merge_reports([work / name / "benchmark" / "results.json" for name in timings], results)
+    print(write_outputs(report, results))
     (results / "summary.md").write_text(summarise(report, runs))
     revisions = {}
     for name in timings:
