@@ -40,6 +40,13 @@ ARMS = {  # name -> arguments on top of the preset
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 METRICS = ("accuracy", "many", "medium", "few", "per_class_std")
+# (without GH, with GH) on the same schedule, seeds and data order: GH is the only difference.
+PAIRS = {
+    "SimCLR": ("simclr_two_stage_lr", "simclr_gh"),
+    "Focal": ("focal", "focal_gh"),
+    "SDCLR": ("sdclr", "sdclr_gh"),
+    "BCL": ("bcl", "bcl_gh"),
+}
 BENCHMARK = ["--dataset", "fashion_mnist", "--imbalance_ratio", "100", "--protocols", "linear,knn"]
 
 
@@ -61,22 +68,50 @@ def merge_reports(paths: list[Path], output_dir: Path) -> dict:
     return {**first, "arguments": arguments, "results": results}
 
 
+def _metric(report: dict, encoder: str, protocol: str, metric: str) -> float:
+    return 100 * report["results"][encoder][protocol]["metrics"][metric]
+
+
+def _mean_spread(values: list[float], signed: bool = False) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{'+' if signed else ''}.2f} ± {spread:.2f}"
+
+
 def summarise(report: dict, runs: dict[str, list[str]]) -> str:
+    """Mean ± spread per arm, then GH minus its base paired by seed (same schedule and data order)."""
     lines = [
         "| Arm | Protocol | Seeds | Overall | Many | Medium | Few | Std |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for protocol in report["protocols"]:
         for arm, encoders in runs.items():
-            cells = []
-            for metric in METRICS:
-                values = [
-                    100 * report["results"][encoder][protocol]["metrics"][metric] for encoder in encoders
-                ]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.2f} ± {spread:.2f}")
+            cells = [_mean_spread([_metric(report, e, protocol, m) for e in encoders]) for m in METRICS]
             lines.append(f"| {arm} | {protocol} | {len(encoders)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nmean ± sample standard deviation over seeds, in %.\n"
+    lines += ["", "mean ± sample standard deviation over seeds, in %.", ""]
+    pairs = {base: arms for base, arms in PAIRS.items() if all(arm in runs for arm in arms)}
+    if pairs:
+        lines += [
+            "GH minus the same base without GH, paired by seed (same seed, schedule and data order):",
+            "",
+            "| Base | Protocol | Seeds | Overall | Many | Medium | Few | Std |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for protocol in report["protocols"]:
+            for base, (without, with_gh) in pairs.items():
+                seeds = list(zip(runs[without], runs[with_gh], strict=True))
+                cells = [
+                    _mean_spread(
+                        [_metric(report, g, protocol, m) - _metric(report, b, protocol, m) for b, g in seeds],
+                        True,
+                    )
+                    for m in METRICS
+                ]
+                lines.append(f"| {base} | {protocol} | {len(seeds)} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "difference in points, mean ± sample standard deviation over seeds (Std: lower is better).",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
