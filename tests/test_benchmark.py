@@ -181,3 +181,16 @@ def test_benchmark_script_end_to_end(tmp_path):
     assert len(table.splitlines()) == 2 + 6 and table in completed.stdout
     png = (output / "per_class_accuracy.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_plot_with_many_encoders_puts_the_legend_beside_it(tmp_path):
+    from gh_hf.evaluation.report import plot_per_class_accuracy
+
+    counts = [100, 50, 20, 10]
+    widths = {}
+    for number in (2, 12):
+        per_class = {f"run{index}": [0.9, 0.8, 0.7, 0.6 - 0.01 * index] for index in range(number)}
+        path = tmp_path / f"{number}.png"
+        plot_per_class_accuracy(per_class, counts, path, "t", {"many": [0], "medium": [1, 2], "few": [3]})
+        widths[number] = int.from_bytes(path.read_bytes()[16:20], "big")  # PNG IHDR width
+    assert widths[2] < widths[12]  # a wider canvas holds the legend outside the axes

@@ -98,7 +98,8 @@ def plot_per_class_accuracy(
     """Per-class accuracy (%) against the class's count in the pretraining split, one line per encoder.
 
     Classes are ordered by count (head to tail); the x axis is logarithmic (a count of 0 is
-    drawn at 0.5). Classes without test samples (NaN) are skipped.
+    drawn at 0.5). Classes without test samples (NaN) are skipped. Up to 10 encoders share the
+    plot with their legend; more get 20 distinct colours and the legend beside the plot.
 
     Args:
         per_class: {legend label: per-class accuracies in [0, 1], indexed by class id}.
@@ -115,9 +116,14 @@ def plot_per_class_accuracy(
 
     counts = np.asarray(class_counts, dtype=float)
     order = np.lexsort((np.arange(counts.size), -counts))
-    figure = Figure(figsize=(7, 4.5))
+    many = len(per_class) > 10
+    figure = Figure(figsize=(9.5 if many else 7, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.subplots()
+    if many:
+        from matplotlib import colormaps
+
+        axes.set_prop_cycle(color=colormaps["tab20"].colors)
     for label, accuracies in per_class.items():
         values = 100 * np.asarray(accuracies, dtype=float)[order]
         keep = ~np.isnan(values)
@@ -132,6 +138,9 @@ def plot_per_class_accuracy(
     axes.set_ylim(-2, 102)
     axes.grid(True, which="both", alpha=0.3)
     axes.set_title(title)
-    axes.legend(fontsize="small")
+    if many:
+        axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
