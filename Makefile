@@ -39,7 +39,7 @@ demo: $(PY)
 	@echo "Encoder: outputs/demo/encoder (kNN accuracy in outputs/demo/knn_metrics.json). Load it with:"
 	@echo "  .venv/bin/python -c \"import gh_hf; from transformers import AutoModel; print(AutoModel.from_pretrained('outputs/demo/encoder'))\""
 
-# Reruns README "Results": 3 arms x 2 seeds on Fashion-MNIST-LT, then the benchmark (hours on 2 CPU cores).
+# Reruns README "Results": 9 arms x 2 seeds on Fashion-MNIST-LT, each benchmarked (hours on 2 CPU cores).
 experiment: $(PY)
 	$(PY) scripts/experiment.py
 
