@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from gh_hf.evaluation import write_outputs
+from gh_hf.hub.run_info import source_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {  # name -> arguments on top of the preset
@@ -47,6 +48,7 @@ PAIRS = {
     "SDCLR": ("sdclr", "sdclr_gh"),
     "BCL": ("bcl", "bcl_gh"),
 }
+PER_RUN_ARGUMENTS = ("encoders", "output_dir", "cache_dir")
 BENCHMARK = ["--dataset", "fashion_mnist", "--imbalance_ratio", "100", "--protocols", "linear,knn"]
 
 
@@ -60,9 +62,14 @@ def merge_reports(paths: list[Path], output_dir: Path) -> dict:
     """One benchmark report (as results.json holds it) from the one-encoder reports of the runs."""
     reports = [json.loads(path.read_text()) for path in paths]
     first = reports[0]
+
+    def settings(report: dict) -> tuple:  # all but what names the encoder and where outputs go
+        arguments = {k: v for k, v in report["arguments"].items() if k not in PER_RUN_ARGUMENTS}
+        return report["dataset"], report["protocols"], arguments
+
     for path, report in zip(paths, reports, strict=True):
-        if report["dataset"] != first["dataset"] or report["protocols"] != first["protocols"]:
-            raise ValueError(f"{path} was benchmarked on other data or protocols than {paths[0]}")
+        if settings(report) != settings(first):
+            raise ValueError(f"{path} was benchmarked with other data, protocols or settings than {paths[0]}")
     results = {encoder: entry for report in reports for encoder, entry in report["results"].items()}
     arguments = {**first["arguments"], "encoders": list(results), "output_dir": str(output_dir)}
     return {**first, "arguments": arguments, "results": results}
@@ -137,14 +144,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     work, results = ROOT / args.work_dir, ROOT / args.results_dir
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "gh_hf", "scripts"], cwd=ROOT, capture_output=True, text=True
-        ).stdout
-    )
+    revision = source_revision(str(ROOT))  # '<sha>' or '<sha>-dirty', as each run's run_info.json
     commands: list[str] = []
     timings = {}
     arms, seeds = args.arms.split(","), args.seeds.split(",")
@@ -188,7 +188,7 @@ def main() -> int:
         if (target / "run_info.json").exists():
             revisions[name] = json.loads((target / "run_info.json").read_text()).get("source_revision")
     (results / "commands.md").write_text(
-        f"commit: {commit}{' (with uncommitted changes)' if dirty else ''}\n\n"
+        f"commit: {revision} (-dirty: with uncommitted changes to gh_hf/ or scripts/)\n\n"
         f"wall time per pretraining run (s): {json.dumps(timings)}\n\n"
         f"gh_hf source of each pretraining run (run_info.json; null = not recorded): {json.dumps(revisions)}\n\n"
         "```\n" + "\n".join(commands) + "\n```\n"
