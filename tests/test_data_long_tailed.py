@@ -210,3 +210,23 @@ def test_balanced_subset_errors():
         balanced_subset(source, 0)
     with pytest.raises(ValueError, match=r"label_column='y' not found.*\['label'\]"):
         balanced_subset(source, 1, label_column="y")
+
+
+def test_permuted_class_order_is_seeded_and_recorded():
+    from gh_hf.data import get_class_counts, get_split_metadata, parse_class_order
+
+    labels = np.repeat(np.arange(5), 40)
+    features = Features({"label": ClassLabel(num_classes=5)})
+    dataset = Dataset.from_dict({"label": labels.tolist()}, features)
+    order = parse_class_order("permuted", 5, seed=3)
+    assert order == np.random.RandomState(3).permutation(5).tolist() and order != [0, 1, 2, 3, 4]
+    split = make_long_tailed(dataset, 10, seed=3, class_order="permuted")
+    counts = get_class_counts(split)
+    assert counts[order[0]] == 40 and counts[order[-1]] == 4  # head and tail follow the order
+    assert get_split_metadata(split)["class_order"] == order
+    assert parse_class_order("identity", 5) is None
+    assert parse_class_order("4,3,2,1,0", 5) == [4, 3, 2, 1, 0]
+    with pytest.raises(ValueError, match="permutation of 0..4"):
+        parse_class_order("0,1,2", 5)
+    with pytest.raises(ValueError, match="--class_order='tail' is invalid"):
+        parse_class_order("tail", 5)

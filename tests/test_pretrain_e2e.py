@@ -81,11 +81,15 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "encoder" / "model.safetensors")
 
 
-@pytest.mark.parametrize("ssl_method", ["simclr", "sdclr", "bcl"])
-def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method):
+@pytest.mark.parametrize(
+    ("ssl_method", "view_pipeline"),
+    [("simclr", "batched"), ("simclr", "per_image"), ("sdclr", "auto"), ("bcl", "auto")],  # bcl: per_image
+)
+def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, view_pipeline):
     # Mid-epoch resume: SDCLR's masks and pruned BatchNorm sets, BCL's loss memory and strengths,
     # the score bank and the prior must all come back, or the weights drift apart.
-    common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0", "--ssl_method", ssl_method]
+    common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0", "--ssl_method", ssl_method,
+              "--view_pipeline", view_pipeline]  # fmt: skip
     check(launch([*common, "--output_dir", str(tmp_path / "straight")]))
 
     interrupted = tmp_path / "interrupted"

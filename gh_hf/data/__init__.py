@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .batched_views import BatchedTwoViews
 from .benchmark import measure_throughput
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -10,6 +11,7 @@ from .fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
+from .in_memory import DecodedImages, collate_batch, decode_images
 from .long_tailed import (
     PROFILES,
     add_index_column,
@@ -20,6 +22,7 @@ from .long_tailed import (
     long_tailed_counts,
     long_tailed_indices,
     make_long_tailed,
+    parse_class_order,
 )
 from .sources import (
     SOURCE_NAMES,
@@ -45,6 +48,10 @@ from .transforms import (
 )
 
 __all__ = [
+    "BatchedTwoViews",
+    "DecodedImages",
+    "collate_batch",
+    "decode_images",
     "DATASET_STATS",
     "FASHION_MNIST_CLASSES",
     "PROFILES",
@@ -73,6 +80,7 @@ __all__ = [
     "long_tailed_counts",
     "long_tailed_indices",
     "make_long_tailed",
+    "parse_class_order",
     "measure_throughput",
     "read_idx",
     "to_common_schema",

@@ -63,6 +63,29 @@ def _check_class_order(class_order: Sequence[int] | None, num_classes: int) -> l
     return order
 
 
+def parse_class_order(text: str, num_classes: int, seed: int = 0) -> list[int] | None:
+    """A `--class_order` value as label ids from head to tail (None: label order, head = class 0).
+
+    Args:
+        text: "identity", "permuted" (numpy `RandomState(seed).permutation(num_classes)`, so every
+            run of one seed ranks the classes alike and seeds differ in which classes are the tail)
+            or comma-separated label ids, head first.
+        num_classes: C.
+        seed: Seed of the "permuted" order.
+    """
+    if text == "identity":
+        return None
+    if text == "permuted":
+        return np.random.RandomState(seed).permutation(num_classes).tolist()
+    try:
+        order = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--class_order={text!r} is invalid: use 'identity', 'permuted' or comma-separated label ids"
+        ) from None
+    return _check_class_order(order, num_classes)
+
+
 def long_tailed_indices(
     labels: Sequence[int] | np.ndarray,
     imbalance_ratio: float,
@@ -197,7 +220,7 @@ def make_long_tailed(
     profile: str = "exp",
     seed: int = 0,
     label_column: str = "label",
-    class_order: Sequence[int] | None = None,
+    class_order: Sequence[int] | str | None = None,
     max_per_class: int | float | None = None,
 ) -> Dataset:
     """A long-tailed subset of a (balanced) split, per DESIGN.md section 4.
@@ -208,7 +231,8 @@ def make_long_tailed(
         profile: "exp" or "step".
         seed: Seed of the per-class shuffles.
         label_column: The column with class ids; renamed to `label` in the result.
-        class_order: Label ids from head to tail; defaults to 0..C-1.
+        class_order: Label ids from head to tail, or a `parse_class_order` text ("identity",
+            "permuted": seeded by `seed`); defaults to 0..C-1.
         max_per_class: n_max; defaults to (rows of `dataset`) / C.
 
     Returns:
@@ -218,6 +242,8 @@ def make_long_tailed(
     _check_ratio(imbalance_ratio)
     labels = _labels_of(dataset, label_column)
     num_classes = _num_classes(dataset, label_column, labels)
+    if isinstance(class_order, str):
+        class_order = parse_class_order(class_order, num_classes, seed)
     indices = long_tailed_indices(
         labels, imbalance_ratio, profile, seed, class_order, num_classes, max_per_class
     )

@@ -121,6 +121,13 @@ def blur_kernel_size(image_size: int) -> int:
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)
 
 
+def recipe_crop_scale(recipe: str) -> tuple[float, float]:
+    """The random resized crop's area range of a recipe: (0.1, 1) for "cifar", (0.08, 1) for "imagenet"."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not supported; allowed: {', '.join(RECIPES)}")
+    return (0.1, 1.0) if recipe == "cifar" else (0.08, 1.0)
+
+
 def build_pretrain_transform(
     image_size: int,
     in_chans: int,
@@ -146,9 +153,7 @@ def build_pretrain_transform(
         The transform.
     """
     _check_args(image_size, in_chans, mean, std)
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe={recipe!r} is not supported; allowed: {', '.join(RECIPES)}")
-    scale = (0.1, 1.0) if recipe == "cifar" else (0.08, 1.0)
+    scale = recipe_crop_scale(recipe)
     # The ops run on PIL images, faster than on tensors at these sizes.
     ops: list[Callable] = [
         ConvertMode(_MODES[in_chans]),

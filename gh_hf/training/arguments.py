@@ -18,6 +18,7 @@ from transformers import HfArgumentParser
 PRESET_DIR = Path(__file__).parent / "presets"
 LR_SCHEDULES = ("auto", "cosine", "two_stage")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+VIEW_PIPELINES = ("auto", "batched", "per_image")
 
 
 def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
@@ -47,11 +48,26 @@ class DataArguments:
         default=100.0, metadata={"help": "n_max / n_min of the long-tailed split; 1 keeps the data as is."}
     )
     imbalance_profile: str = field(default="exp", metadata={"help": "exp or step."})
+    class_order: str = field(
+        default="identity",
+        metadata={
+            "help": "Which classes are the head: identity (label 0 first), permuted (a permutation seeded "
+            "by --seed) or comma-separated label ids, head first."
+        },
+    )
     augmentation: str = field(
         default="cifar", metadata={"help": "cifar (small images) or imagenet (adds blur)."}
     )
     dataloader_num_workers: int = field(
-        default=2, metadata={"help": "DataLoader worker processes per training process."}
+        default=2, metadata={"help": "DataLoader worker processes per training process (per_image views)."}
+    )
+    view_pipeline: str = field(
+        default="auto",
+        metadata={
+            "help": "batched (decode the split into memory once, make both views of a whole batch on the "
+            "model's device), per_image (PIL views in DataLoader workers) or auto (batched for "
+            "fashion_mnist, digits and CIFAR, except with BCL)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -63,6 +79,17 @@ class DataArguments:
             _fail("data", "augmentation", self.augmentation, "must be 'cifar' or 'imagenet'")
         if self.dataloader_num_workers < 0:
             _fail("data", "dataloader_num_workers", self.dataloader_num_workers, "must be >= 0")
+        if self.class_order not in ("identity", "permuted") and not all(
+            part.strip().isdigit() for part in self.class_order.split(",")
+        ):
+            _fail(
+                "data",
+                "class_order",
+                self.class_order,
+                "must be identity, permuted or comma-separated label ids",
+            )
+        if self.view_pipeline not in VIEW_PIPELINES:
+            _fail("data", "view_pipeline", self.view_pipeline, f"must be one of {VIEW_PIPELINES}")
         if self.test_split_file is not None and self.split_file is None:
             _fail("data", "test_split_file", self.test_split_file, "needs --split_file (the training images)")
 
@@ -185,6 +212,15 @@ class PretrainingArguments:
         default=None, metadata={"help": "USER/NAME of the Hub repo (with --push_to_hub)."}
     )
     hub_private_repo: bool = False
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the backbone and projector (in place: saved weights keep their names)."
+        },
+    )
+    channels_last: bool = field(
+        default=False, metadata={"help": "Train in the channels_last memory format (often faster on GPUs)."}
+    )
 
     def __post_init__(self) -> None:
         positive = (

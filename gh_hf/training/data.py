@@ -7,16 +7,31 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
 
 from gh_hf.data import (
+    BatchedTwoViews,
+    DecodedImages,
     MemoryBoostedTwoViewTransform,
     TwoViewTransform,
     add_index_column,
     build_pretrain_transform,
+    collate_batch,
     default_max_per_class,
     load_image_dataset,
     make_long_tailed,
     with_two_views,
 )
 from gh_hf.training.arguments import DataArguments, PretrainingArguments
+
+# Sources whose images all have one small size: decoded into memory by --view_pipeline auto.
+FIXED_SIZE_SOURCES = (
+    "fashion_mnist",
+    "fashionmnist",
+    "digits",
+    "cifar10",
+    "cifar100",
+    "cifar_10",
+    "cifar_100",
+)
+IN_MEMORY_MAX_BYTES = 4 * 2**30
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -65,14 +80,64 @@ def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset:
         data_args.imbalance_ratio,
         data_args.imbalance_profile,
         seed=seed,
+        class_order=data_args.class_order,
         max_per_class=default_max_per_class(dataset),
     )
 
 
+def resolve_view_pipeline(data_args: DataArguments, ssl_method: str) -> str:
+    """ "batched" or "per_image": what `--view_pipeline` means for this run.
+
+    "auto" is "batched" for the small fixed-size sources and "per_image" for image folders, split
+    files and BCL, whose per-sample RandAugment strengths run in the per-image workers.
+    """
+    choice = data_args.view_pipeline
+    if choice == "batched" and ssl_method == "bcl":
+        raise ValueError(
+            "--view_pipeline=batched is invalid with --ssl_method bcl: BCL's memory-boosted RandAugment "
+            "runs per image; use --view_pipeline per_image (or auto)"
+        )
+    if choice != "auto":
+        return choice
+    fixed_size = data_args.dataset.lower().replace("-", "_") in FIXED_SIZE_SOURCES
+    return "batched" if fixed_size and ssl_method != "bcl" else "per_image"
+
+
 def build_train_loader(
     dataset: Dataset, data_args: DataArguments, config, args: PretrainingArguments
+) -> tuple[DataLoader, TwoViewTransform | BatchedTwoViews]:
+    """The training DataLoader and the object that makes its two views.
+
+    Per-image pipeline: batches hold `pixel_values` (B, 2, C, H, W) made by the workers. Batched
+    pipeline: batches hold decoded `image` (B, C, H, W) uint8, and the returned `BatchedTwoViews`
+    turns them into views on the model's device. Both also hold `label` (B,) and `index` (B,).
+    """
+    if resolve_view_pipeline(data_args, config.ssl_method) == "per_image":
+        return build_per_image_loader(dataset, data_args, config, args)
+    decoded = DecodedImages.from_dataset(dataset, config.in_chans, max_bytes=IN_MEMORY_MAX_BYTES)
+    two_views = BatchedTwoViews(
+        config.image_size,
+        config.in_chans,
+        config.image_mean,
+        config.image_std,
+        recipe=data_args.augmentation,
+        seed=args.seed,
+    )
+    loader = DataLoader(
+        decoded,
+        batch_size=args.per_device_batch_size,
+        sampler=EpochShuffleSampler(len(decoded), seed=args.seed),
+        collate_fn=collate_batch,
+        drop_last=True,  # every process gathers equal batches
+        pin_memory=torch.cuda.is_available(),
+    )
+    return loader, two_views
+
+
+def build_per_image_loader(
+    dataset: Dataset, data_args: DataArguments, config, args: PretrainingArguments
 ) -> tuple[DataLoader, TwoViewTransform]:
-    """DataLoader of two-view batches: pixel_values (B, 2, C, H, W), label (B,), index (B,).
+    """DataLoader of two-view batches made by the workers: pixel_values (B, 2, C, H, W), label, index.
 
     BCL runs get memory-boosted views (per-sample RandAugment strength, set between epochs).
     """

@@ -125,6 +125,7 @@ class Pretrainer:
         model = GHForPreTraining(self.config)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = apply_speed_options(model, compile=args.compile, channels_last=args.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
         )
@@ -252,7 +253,7 @@ class Pretrainer:
             progress.update(1)
             now = time.perf_counter()
             logs["images_per_s"] = (
-                batch["pixel_values"].shape[0]
+                batch["index"].shape[0]
                 * accelerator.num_processes
                 * self.args.gradient_accumulation_steps
                 / (now - tick)
@@ -280,7 +281,7 @@ class Pretrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with accelerator.accumulate(self.model):
-            out = self.model(batch["pixel_values"], gh_weight=gh_weight)
+            out = self.model(self.views_of(batch), gh_weight=gh_weight)
             terms = torch.stack(
                 [
                     out.loss,
@@ -310,6 +311,12 @@ class Pretrainer:
             "gh_weight": gh_weight,
             "epoch": epoch,
         }
+
+    def views_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 2, C, H, W): made by the per-image workers, or here on the model's device (batched)."""
+        if "pixel_values" in batch:
+            return batch["pixel_values"]
+        return self.two_views(batch["image"], batch["index"])
 
     def update_bank(self, indices: torch.Tensor, scores: torch.Tensor, epoch: float) -> None:
         momentum = (
@@ -379,6 +386,17 @@ class Pretrainer:
             )
         self.accelerator.wait_for_everyone()
         return encoder_dir
+
+
+def apply_speed_options(model: GHForPreTraining, compile: bool, channels_last: bool) -> GHForPreTraining:
+    """`--channels_last` and `--compile` (backbone and projector, compiled in place with
+    `nn.Module.compile`, so state_dict keys, checkpoints and the exported encoder keep their names)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.encoder.backbone.compile()
+        model.projector.compile()
+    return model
 
 
 def update_bank_globally(

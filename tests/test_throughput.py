@@ -1,0 +1,55 @@
+"""Speed options keep the model's maths and names; the throughput benchmark runs both pipelines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gh_hf import GHConfig, GHForPreTraining
+from gh_hf.training.throughput import MODEL_ONLY, compare_pipelines
+from gh_hf.training.trainer import apply_speed_options
+from tests.conftest import TINY_BACKBONE
+
+
+@pytest.mark.slow
+def test_compiled_model_keeps_gradients_and_weight_names(tmp_path):
+    # SDCLR: view 1 runs the compiled modules densely, view 2 through torch.func.functional_call
+    # with the pruned weights, so both ways into a compiled module are covered.
+    config = GHConfig(**TINY_BACKBONE, in_chans=1, image_size=12, projection_dim=16, num_anchors=10,
+                      ssl_method="sdclr")  # fmt: skip
+    eager = GHForPreTraining(config).train()
+    compiled = GHForPreTraining(config).train()
+    compiled.load_state_dict(eager.state_dict())
+    compiled = apply_speed_options(compiled, compile=True, channels_last=True)
+    for model in (eager, compiled):
+        model.refresh_pruning_masks()
+    views = torch.randn(6, 2, 1, 12, 12)
+    losses = [model(views, gh_weight=1.0).loss for model in (eager, compiled)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-4, rtol=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    compiled.encoder.save_pretrained(tmp_path)
+    assert not any("_orig_mod" in key for key in load_file(tmp_path / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_times_both_pipelines_and_the_step_alone():
+    common = ["--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12", "--projection_dim", "16",
+              "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--per_device_batch_size", "32"]  # fmt: skip
+    arms = {
+        "per_image": [*common, "--view_pipeline", "per_image", "--dataloader_num_workers", "0"],
+        "batched": [*common, "--view_pipeline", "batched"],
+    }
+    report = compare_pipelines("demo", arms, turns=1, steps_per_turn=2)
+    assert set(report["results"]) == {"per_image", "batched", MODEL_ONLY}
+    for row in report["results"].values():
+        assert row["images_per_s"] == pytest.approx(32 / row["step_s"])
+        assert 0 <= row["data_share"] < 1
+    assert report["results"][MODEL_ONLY]["data_share"] == 0
+    assert report["batched_over_per_image"] == pytest.approx(
+        report["results"]["per_image"]["step_s"] / report["results"]["batched"]["step_s"]
+    )
