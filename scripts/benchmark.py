@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --encoders runs/gh runs/simclr --dataset fashion_mnist \
         --imbalance_ratio 100 --protocols linear,knn,fewshot100 --output_dir bench
+    python scripts/benchmark.py --encoders pixels runs/gh ...   # 'pixels': the raw-pixel floor row
     python scripts/benchmark.py preset.yaml           # the same arguments from a YAML file
     accelerate launch scripts/benchmark.py ...        # feature extraction sharded over processes
 

@@ -1,4 +1,4 @@
-"""evaluate_encoder, KNNMonitor and scripts/benchmark.py on scikit-learn's digits with tiny encoders."""
+"""evaluate_encoder, KNNMonitor, the pixel floor and scripts/benchmark.py on scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,71 @@ def test_benchmark_arguments_validate():
         BenchmarkArguments(encoders=["x"], dataset="digits", test_split_file="b.txt")
     with pytest.raises(ValueError, match="comma-separated integers.*got '5,x'"):
         pretraining_class_counts(BenchmarkArguments(encoders=["x"], class_counts="5,x"), train=None)
+    with pytest.raises(ValueError, match="pixels_image_size must be >= 1.*got 0"):
+        BenchmarkArguments(encoders=["pixels"], pixels_image_size=0)
+
+
+def test_pixel_features_are_flattened_normalised_eval_images(digits):
+    from gh_hf.data import DATASET_STATS, build_eval_transform, with_eval_transform
+    from gh_hf.evaluation import extract_features, pixel_encoder
+
+    _, test = digits
+    encoder = pixel_encoder("digits", test)
+    (mean,), (std,) = DATASET_STATS["digits"]
+    assert (encoder.config.image_size, encoder.config.in_chans) == (8, 1) and encoder.num_features == 64
+    assert encoder.config.image_mean == (mean,) and encoder.config.image_std == (std,)
+    transform = build_eval_transform(8, 1, [mean], [std])
+    features, labels = extract_features(encoder, with_eval_transform(test, transform), batch_size=100)
+    # The reference from the formula: uint8 pixels / 255, minus the mean, over the std, row-major.
+    images = np.stack([np.asarray(image, dtype=np.float32) for image in test["image"]])  # (N, 8, 8)
+    expected = torch.from_numpy((images / 255.0 - mean) / std).reshape(len(test), 64)
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
+    assert labels.tolist() == list(test["label"])
+    assert pixel_encoder("digits", test, image_size=16).num_features == 256
+
+
+def test_pixel_row_knn_beats_chance_and_reuses_the_cache(digits, tmp_path):
+    """Pixel kNN on digits is a classic strong baseline (~97%, scikit-learn's docs): far above 10%."""
+    from gh_hf.evaluation import pixel_encoder
+
+    train, test = digits
+    counts = [140, 108, 83, 64, 50, 38, 30, 23, 18, 14]
+    encoder = pixel_encoder("digits", train)
+    kwargs = {"protocols": "knn", "cache_dir": str(tmp_path), "batch_size": 512}
+    first = evaluate_encoder(encoder, train, test, counts, **kwargs)
+    _check_metrics(first["knn"])
+    assert first["knn"]["accuracy"] > 0.9 and first["knn"]["few"] > 0.8
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2  # train and test features
+    encoder.forward = None  # a second run must read the cache, not the images
+    assert evaluate_encoder(encoder, train, test, counts, **kwargs) == first
+    # Another eval size is another feature set, not a cache hit.
+    resized = evaluate_encoder(pixel_encoder("digits", train, image_size=12), train, test, counts, **kwargs)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4 and resized["knn"]["accuracy"] > 0.9
+
+
+def test_benchmark_puts_the_pixel_row_in_table_and_figure(digits, tmp_path, monkeypatch):
+    from gh_hf.evaluation import benchmark, run_benchmark
+
+    drawn = {}
+    monkeypatch.setattr(benchmark, "plot_per_class_accuracy", lambda per_class, *_: drawn.update(per_class))
+    encoder = str(tmp_path / "run" / "encoder")
+    _tiny_encoder(0).save_pretrained(encoder)
+    args = BenchmarkArguments(
+        encoders=[encoder, "pixels"],
+        dataset="digits",
+        imbalance_ratio=10,
+        max_per_class=140,
+        protocols="knn",
+        output_dir=str(tmp_path / "bench"),
+    )
+    report = run_benchmark(args)
+    assert list(report["results"]) == [encoder, "pixels"]
+    pixels = report["results"]["pixels"]["knn"]
+    assert pixels["settings"] == {"protocol": "knn", "k": 200, "temperature": 0.07}
+    assert pixels["metrics"]["accuracy"] > 0.9
+    rows = (tmp_path / "bench" / "results.md").read_text().splitlines()
+    assert [row.split(" | ")[0] for row in rows[2:]] == ["| run", "| pixels"]
+    assert set(drawn) == {"run", "pixels"} and drawn["pixels"] == pixels["metrics"]["per_class_accuracy"]
 
 
 def _write_split(root: Path, name: str, dataset, per_class: list[int]) -> Path:
@@ -159,11 +225,14 @@ def test_benchmark_script_end_to_end(tmp_path):
     for seed in (0, 1):
         encoders.append(str(tmp_path / f"encoder{seed}"))
         _tiny_encoder(seed).save_pretrained(encoders[-1])
+    encoders.append("pixels")
     output = tmp_path / "bench"
     command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--encoders", *encoders]
     command += ["--dataset", "digits", "--imbalance_ratio", "10", "--max_per_class", "140"]
     command += ["--protocols", "linear,knn,fewshot50", "--linear_epochs", "3", "--output_dir", str(output)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # The script's own folder leads sys.path: name this checkout so it runs this gh_hf, not an install.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-4000:]
 
@@ -178,7 +247,8 @@ def test_benchmark_script_end_to_end(tmp_path):
         assert protocols["fewshot50"]["settings"]["shots_per_class"] == 50
         assert protocols["linear"]["settings"]["linear_epochs"] == 3
     table = (output / "results.md").read_text()
-    assert len(table.splitlines()) == 2 + 6 and table in completed.stdout
+    assert len(table.splitlines()) == 2 + 9 and table in completed.stdout
+    assert sum(line.startswith("| pixels | ") for line in table.splitlines()) == 3
     png = (output / "per_class_accuracy.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gh_hf.evaluation.benchmark import BenchmarkArguments, run_benchmark, write_outputs
-from gh_hf.evaluation.features import encoder_of, extract_features, model_fingerprint
+from gh_hf.evaluation.benchmark import BenchmarkArguments, pixel_encoder, run_benchmark, write_outputs
+from gh_hf.evaluation.features import (
+    PIXELS,
+    PixelConfig,
+    PixelEncoder,
+    encoder_of,
+    extract_features,
+    model_fingerprint,
+)
 from gh_hf.evaluation.knn import knn_predict, knn_scores
 from gh_hf.evaluation.linear_probe import FEATURE_NORMS, LinearProbe, linear_probe
 from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import (
@@ -37,11 +44,14 @@ __all__ = [
     "FEATURE_NORMS",
     "GROUPINGS",
     "METRIC_PATH",
+    "PIXELS",
     "PROTOCOLS",
     "BenchmarkArguments",
     "KNNMonitor",
     "LinearProbe",
     "LongTailedAccuracy",
+    "PixelConfig",
+    "PixelEncoder",
     "ProtocolSettings",
     "class_groups",
     "encoder_of",
@@ -57,6 +67,7 @@ __all__ = [
     "model_fingerprint",
     "parse_protocols",
     "per_class_accuracy",
+    "pixel_encoder",
     "plot_per_class_accuracy",
     "run_benchmark",
     "run_protocol",

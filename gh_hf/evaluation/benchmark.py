@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset
+from torch import nn
 
+from gh_hf.evaluation.features import PIXELS, PixelEncoder
 from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import GROUPINGS, class_groups
 from gh_hf.evaluation.protocols import ProtocolSettings, evaluate_encoder, parse_protocols
 from gh_hf.evaluation.report import display_names, markdown_table, plot_per_class_accuracy, write_json
 
 logger = logging.getLogger(__name__)
+
+_GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 @dataclass
@@ -22,7 +26,11 @@ class BenchmarkArguments:
     """Arguments of `python scripts/benchmark.py` (also usable under `accelerate launch`)."""
 
     encoders: list[str] = field(
-        default_factory=list, metadata={"help": "Encoder folders or Hub ids (AutoModel.from_pretrained)."}
+        default_factory=list,
+        metadata={
+            "help": "Encoder folders or Hub ids (AutoModel.from_pretrained); 'pixels' adds the raw-pixel "
+            "floor (flattened normalised eval images)."
+        },
     )
     output_dir: str = field(default="benchmark", metadata={"help": "Where results.json/.md and the plot go."})
     dataset: str = field(default="fashion_mnist", metadata={"help": "A gh_hf.data.load_image_dataset name."})
@@ -71,6 +79,10 @@ class BenchmarkArguments:
     batch_size: int = field(default=256, metadata={"help": "Images per forward pass (per process)."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
     cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder."})
+    pixels_image_size: int | None = field(
+        default=None,
+        metadata={"help": "Eval image size of the 'pixels' row (default: the size of the dataset's images)."},
+    )
 
     def __post_init__(self) -> None:
         if not self.encoders:
@@ -92,7 +104,7 @@ class BenchmarkArguments:
             raise ValueError(
                 f"train_split_file/test_split_file need dataset='split_file', got dataset={self.dataset!r}"
             )
-        for name in ("max_train_samples", "max_test_samples"):
+        for name in ("max_train_samples", "max_test_samples", "pixels_image_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {value}")
@@ -161,10 +173,42 @@ def _dataset_info(args: BenchmarkArguments, train: Dataset, test: Dataset, class
     }
 
 
-def _evaluate_one(encoder: str, args: BenchmarkArguments, data: dict[str, Any], accelerator: Any) -> dict:
+def pixel_encoder(dataset_name: str, train: Dataset, image_size: int | None = None) -> PixelEncoder:
+    """The raw-pixel floor of a dataset: its images through the eval transform, flattened.
+
+    The normalisation is the one pretraining gives an encoder of this dataset (its statistics
+    in `gh_hf.data.DATASET_STATS`; ImageNet's for a folder or split file of natural images).
+
+    Args:
+        dataset_name: A `gh_hf.data.load_image_dataset` name.
+        train: The labelled train split (its first image sets the size and the channels).
+        image_size: Eval view size (default: the first image's shorter side, so 28 on
+            Fashion-MNIST and 32 on CIFAR, the sizes the presets pretrain at).
+
+    Returns:
+        A `PixelEncoder`: features of C * image_size**2 values per image.
+    """
+    from gh_hf.data import default_normalization
+
+    image = train[0]["image"]
+    in_chans = 1 if image.mode in _GRAYSCALE_MODES else 3
+    try:
+        mean, std = default_normalization(dataset_name, in_chans)
+    except ValueError:  # the rule of gh_hf.training.trainer.build_config
+        mean, std = default_normalization("imagenet", in_chans)
+    return PixelEncoder(image_size or min(image.size), in_chans, mean, std)
+
+
+def _load_encoder(encoder: str, args: BenchmarkArguments, train: Dataset, device: Any) -> nn.Module:
+    if encoder == PIXELS:
+        return pixel_encoder(args.dataset, train, args.pixels_image_size)
     from transformers import AutoModel  # gh_hf/__init__ (run before this module) registered GHModel
 
-    model = AutoModel.from_pretrained(encoder).to(accelerator.device)
+    return AutoModel.from_pretrained(encoder).to(device)
+
+
+def _evaluate_one(encoder: str, args: BenchmarkArguments, data: dict[str, Any], accelerator: Any) -> dict:
+    model = _load_encoder(encoder, args, data["train"], accelerator.device)
     metrics = evaluate_encoder(
         model,
         data["train"],

@@ -1,4 +1,8 @@
-"""Frozen-backbone feature extraction, sharded with Accelerate and cached on disk."""
+"""Frozen-backbone feature extraction, sharded with Accelerate and cached on disk.
+
+`PixelEncoder` is the raw-pixel floor: an encoder whose features are the flattened normalised
+eval images, so the probes score pixels exactly as they score a pretrained backbone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,61 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
+
+PIXELS = "pixels"
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """The eval transform of `PixelEncoder` (the fields `eval_transform_for` reads from a config).
+
+    Attributes:
+        image_size: Height and width of the eval view.
+        in_chans: 1 or 3.
+        image_mean: Per-channel mean of images scaled to [0, 1].
+        image_std: Per-channel std of images scaled to [0, 1].
+    """
+
+    image_size: int
+    in_chans: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        """JSON of the fields, as `PretrainedConfig.to_json_string` (`model_fingerprint` hashes it)."""
+        del use_diff  # no defaults to leave out
+        return json.dumps({"model_type": PIXELS, **asdict(self)}, sort_keys=True)
+
+
+class PixelEncoder(nn.Module):
+    """The raw-pixel floor: features are the flattened normalised eval images (C*H*W of them).
+
+    It has no weights; its `config` carries the eval transform (size, channels, mean, std), so
+    `evaluate_encoder` feeds it the same views it feeds a backbone with that config and the
+    feature cache keys it by those settings.
+
+    Args:
+        image_size: Height and width of the eval view.
+        in_chans: 1 or 3.
+        image_mean: Per-channel mean (length `in_chans`).
+        image_std: Per-channel std (length `in_chans`).
+    """
+
+    def __init__(
+        self, image_size: int, in_chans: int, image_mean: Sequence[float], image_std: Sequence[float]
+    ) -> None:
+        super().__init__()
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.config = PixelConfig(image_size, in_chans, tuple(image_mean), tuple(image_std))
+
+    @property
+    def num_features(self) -> int:
+        """C * H * W."""
+        return self.config.in_chans * self.config.image_size**2
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.flatten(1)  # (B, C, H, W) -> (B, C*H*W)
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -37,9 +98,9 @@ def _pooled(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     return pooled.flatten(1).float()  # (B, F)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _model_device(model: nn.Module, default: torch.device) -> torch.device:
     parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    return parameter.device if parameter is not None else default
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -86,7 +147,9 @@ def _save_atomically(path: Path, features: torch.Tensor, labels: torch.Tensor) -
 def _extract(
     model: nn.Module, loader: DataLoader, accelerator: Any | None, show_progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    device = _model_device(model)
+    # A model without weights (PixelEncoder) runs where the accelerator puts the batches, so
+    # that gather_for_metrics sees tensors on the backend's device.
+    device = _model_device(model, accelerator.device if accelerator is not None else torch.device("cpu"))
     features, labels = [], []
     for batch in tqdm(loader, desc="features", disable=not show_progress, leave=False):
         pooled = _pooled(model, batch["pixel_values"].to(device, non_blocking=True))  # (B, F)
@@ -111,14 +174,16 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features (`pooler_output`) of every image, in dataset order.
 
-    The model runs in eval mode under `torch.no_grad()` on the device of its parameters; its
-    train/eval mode is restored afterwards. With an `accelerate.Accelerator` the data loader
+    The model runs in eval mode under `torch.no_grad()` on the device of its parameters (a
+    model without parameters, e.g. `PixelEncoder`, on the accelerator's device, else the CPU);
+    its train/eval mode is restored afterwards. With an `accelerate.Accelerator` the data loader
     is sharded across processes and the features are gathered with `gather_for_metrics`, so
     every process returns all N rows exactly once.
 
     Args:
-        model: A `GHModel` (or a `GHForPreTraining`, whose encoder is used), or any module
-            called as `model(pixel_values=...)` returning `.pooler_output` or a tensor.
+        model: A `GHModel` (or a `GHForPreTraining`, whose encoder is used), a `PixelEncoder`,
+            or any module called as `model(pixel_values=...)` returning `.pooler_output` or a
+            tensor.
         dataset: Yields dicts with `pixel_values` (C, H, W) and `label`, e.g. a `datasets.Dataset`
             after `gh_hf.data.with_eval_transform`.
         batch_size: Images per forward pass (per process).

@@ -178,7 +178,8 @@ def evaluate_encoder(
     `long_tailed_accuracy`, grouped by `class_counts`.
 
     Args:
-        model: A `GHModel` (or `GHForPreTraining`), already on its device.
+        model: A `GHModel` (or `GHForPreTraining`), already on its device, or a
+            `PixelEncoder` (the raw-pixel floor).
         train_dataset: Balanced labelled train split, columns `image` and `label`.
         test_dataset: Balanced test split, columns `image` and `label`.
         class_counts: Images per class in the long-tailed pretraining split (length C).

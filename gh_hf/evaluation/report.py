@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from gh_hf.evaluation.features import PIXELS
+
 TABLE_COLUMNS = (
     ("Overall", "accuracy"),
     ("Many", "many"),
@@ -98,7 +100,8 @@ def plot_per_class_accuracy(
     """Per-class accuracy (%) against the class's count in the pretraining split, one line per encoder.
 
     Classes are ordered by count (head to tail); the x axis is logarithmic (a count of 0 is
-    drawn at 0.5). Classes without test samples (NaN) are skipped. Up to 10 encoders share the
+    drawn at 0.5). Classes without test samples (NaN) are skipped; the raw-pixel floor (label
+    "pixels") is drawn dashed black. Up to 10 encoders share the
     plot with their legend; more get 20 distinct colours and the legend beside the plot.
 
     Args:
@@ -127,7 +130,10 @@ def plot_per_class_accuracy(
     for label, accuracies in per_class.items():
         values = 100 * np.asarray(accuracies, dtype=float)[order]
         keep = ~np.isnan(values)
-        axes.plot(np.maximum(counts[order], 0.5)[keep], values[keep], marker="o", markersize=3, label=label)
+        # The pixel floor is a reference, not a competitor: dashed black, outside the colour cycle.
+        style = {"color": "black", "linestyle": "--"} if label == PIXELS else {}
+        x = np.maximum(counts[order], 0.5)[keep]
+        axes.plot(x, values[keep], marker="o", markersize=3, label=label, **style)
     for boundary in _group_boundaries(counts, groups or {}):
         axes.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
     axes.set_xscale("log")
