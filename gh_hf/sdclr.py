@@ -10,16 +10,28 @@ dense weights through the mask and the dense BatchNorm statistics are left alone
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from transformers import initialization as init
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
+# How the pretraining head calls its encoder: pooled features only, whatever the config says.
+ENCODER_CALL = {"output_hidden_states": False, "return_dict": True}
 
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
+
+
+def _norm_layers(encoder: nn.Module, projector: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(key, layer) of every BatchNorm of the encoder and the projector."""
+    for part, module in (("encoder", encoder), ("projector", projector)):
+        for name, layer in module.named_modules():
+            if isinstance(layer, _NORMS):
+                yield _key(f"{part}.{name}"), layer
 
 
 def prunable_weights(module: nn.Module) -> dict[str, nn.Parameter]:
@@ -62,11 +74,9 @@ class PrunedBranch(nn.Module):
         self.weight_names = list(prunable_weights(encoder))
         for name, weight in prunable_weights(encoder).items():
             self.register_buffer(f"mask__{_key(name)}", torch.ones_like(weight))
-        self.norms = nn.ModuleDict()
-        for part, module in (("encoder", encoder), ("projector", projector)):
-            for name, layer in module.named_modules():
-                if isinstance(layer, _NORMS):
-                    self.norms[_key(f"{part}.{name}")] = copy.deepcopy(layer)
+        self.norms = nn.ModuleDict(
+            {key: copy.deepcopy(layer) for key, layer in _norm_layers(encoder, projector)}
+        )
 
     def mask(self, name: str) -> torch.Tensor:
         return getattr(self, f"mask__{_key(name)}")
@@ -77,6 +87,19 @@ class PrunedBranch(nn.Module):
         weights = prunable_weights(encoder)
         for name in self.weight_names:
             self.mask(name).copy_(magnitude_mask(weights[name], self.prune_ratio))
+
+    @torch.no_grad()
+    def reset_from_dense(self, encoder: nn.Module, projector: nn.Module) -> None:
+        """The branch as first built: masks of ones, BatchNorm sets copied from the dense ones.
+
+        Uses transformers' guarded init functions: tensors loaded from a checkpoint are kept.
+        """
+        for name in self.weight_names:
+            init.ones_(self.mask(name))
+        for key, layer in _norm_layers(encoder, projector):
+            own = self.norms[key].state_dict(keep_vars=True)
+            for name, dense in layer.state_dict().items():
+                init.copy_(own[name], dense)
 
     def _overrides(self, part: str, module: nn.Module) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
@@ -93,6 +116,7 @@ class PrunedBranch(nn.Module):
 
     def forward(self, encoder: nn.Module, projector: nn.Module, pixel_values: torch.Tensor):
         """(pooled features, projections) of the pruned branch for `pixel_values` (B, C, H, W)."""
-        pooled = functional_call(encoder, self._overrides("encoder", encoder), (pixel_values,)).pooler_output
+        overrides = self._overrides("encoder", encoder)
+        pooled = functional_call(encoder, overrides, (pixel_values,), ENCODER_CALL).pooler_output
         projections = functional_call(projector, self._overrides("projector", projector), (pooled,))
         return pooled, projections

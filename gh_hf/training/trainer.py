@@ -19,7 +19,7 @@ from gh_hf.configuration_gh import GHConfig
 from gh_hf.data import default_normalization
 from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
-from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
