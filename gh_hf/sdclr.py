@@ -3,7 +3,9 @@
 The pruned branch shares the dense weights (no copy of the model): its forward substitutes
 `weight * mask` for every prunable weight and swaps in separate BatchNorm parameters and
 statistics with `torch.func.functional_call`, so gradients from the pruned branch reach the
-dense weights through the mask and the dense BatchNorm statistics are left alone.
+dense weights through the mask and the dense BatchNorm statistics are left alone. Pruning is
+global, as in SDCLR's code: one magnitude threshold over all prunable weights of the encoder, so
+layers of small weights lose more than layers of large ones.
 (Jiang et al., "Self-Damaging Contrastive Learning", ICML 2021.)
 """
 
@@ -35,7 +37,10 @@ def _norm_layers(encoder: nn.Module, projector: nn.Module) -> Iterator[tuple[str
 
 
 def prunable_weights(module: nn.Module) -> dict[str, nn.Parameter]:
-    """Weights of every convolution and linear layer of `module`, by parameter name."""
+    """Weights of every convolution and linear layer of `module`, by parameter name.
+
+    For the ResNets of SDCLR's code (no classifier) these are exactly its pruned conv layers.
+    """
     return {
         f"{name}.weight" if name else "weight": layer.weight
         for name, layer in module.named_modules()
@@ -57,13 +62,26 @@ def magnitude_mask(weight: torch.Tensor, prune_ratio: float) -> torch.Tensor:
     return mask.view_as(weight)
 
 
+@torch.no_grad()
+def global_magnitude_masks(weights: list[torch.Tensor], prune_ratio: float) -> list[torch.Tensor]:
+    """0/1 masks zeroing the round(prune_ratio * N) smallest-magnitude entries among all N of `weights`.
+
+    One threshold for all tensors (SDCLR's global magnitude pruning), not one per tensor.
+    """
+    if not weights:
+        return []
+    flat = torch.cat([weight.detach().flatten() for weight in weights])  # (N,)
+    masks = magnitude_mask(flat, prune_ratio).split([weight.numel() for weight in weights])
+    return [mask.view_as(weight) for mask, weight in zip(masks, weights, strict=True)]
+
+
 class PrunedBranch(nn.Module):
     """Masks and BatchNorm sets of the pruned branch of an (encoder, projector) pair.
 
     Args:
-        encoder: the dense encoder (its conv/linear weights are pruned layer by layer).
+        encoder: the dense encoder (its conv/linear weights are pruned, globally).
         projector: the projector (not pruned; it gets separate BatchNorm sets too).
-        prune_ratio: fraction of each layer's weights pruned.
+        prune_ratio: fraction of all the encoder's prunable weights pruned.
     """
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, prune_ratio: float):
@@ -83,10 +101,11 @@ class PrunedBranch(nn.Module):
 
     @torch.no_grad()
     def update_masks(self, encoder: nn.Module) -> None:
-        """Recomputes every layer's mask from the current dense weights (identical on all ranks)."""
+        """Recomputes the masks from the current dense weights (identical on all ranks)."""
         weights = prunable_weights(encoder)
-        for name in self.weight_names:
-            self.mask(name).copy_(magnitude_mask(weights[name], self.prune_ratio))
+        masks = global_magnitude_masks([weights[name] for name in self.weight_names], self.prune_ratio)
+        for name, mask in zip(self.weight_names, masks, strict=True):
+            self.mask(name).copy_(mask)
 
     @torch.no_grad()
     def reset_from_dense(self, encoder: nn.Module, projector: nn.Module) -> None:
