@@ -1,4 +1,7 @@
-"""Configuration of gh_hf models: a timm backbone, a projector and the GH objective."""
+"""Configuration of GH models: a timm backbone, a projector and the GH objective.
+
+Copied next to every saved encoder (Hub remote code): it imports transformers and timm only.
+"""
 
 from __future__ import annotations
 

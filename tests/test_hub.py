@@ -36,7 +36,7 @@ TINY_MODEL = {
     "projection_dim": 16,
     "num_anchors": 10,
 }
-CODE_FILES = {"configuration_gh.py", "geometry.py", "image_processing_gh.py", "modeling_gh.py"}
+CODE_FILES = {"configuration_gh.py", "image_processing_gh.py", "modeling_gh.py"}
 UPLOADED = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *CODE_FILES}
 REQUIRED_TAGS = {"self-supervised", "geometric-harmonization", "long-tailed", "timm", "simclr"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from gh_hf import GHConfig, GHImageProcessor, GHModel
 from gh_hf.data import build_eval_transform
 from gh_hf.hub import code_files, image_processor_for, save_encoder_folder
 
-CODE_FILES = ["configuration_gh.py", "geometry.py", "image_processing_gh.py", "modeling_gh.py"]
+CODE_FILES = ["configuration_gh.py", "image_processing_gh.py", "modeling_gh.py"]
 
 
 def _image(height: int, width: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -110,21 +111,32 @@ def test_pipeline_returns_the_pooled_output(encoder_dir):
     torch.testing.assert_close(feature_map, output.last_hidden_state)
 
 
-REMOTE_SCRIPT = r"""
-import sys
-
-class HideGhHf:  # gh_hf is installed (editable) in this environment: make it unimportable
+# How gh_hf is made unimportable in the subprocess: hidden (a meta-path finder refuses it), a
+# plain module named gh_hf shadowing the package ("'gh_hf' is not a package"), or one that raises.
+UNIMPORTABLE = {
+    "hidden": r"""
+class HideGhHf:
     def find_spec(self, name, path=None, target=None):
         if name == "gh_hf" or name.startswith("gh_hf."):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
 sys.meta_path.insert(0, HideGhHf())
-try:
-    import gh_hf  # noqa: F401
-    raise SystemExit("gh_hf is importable")
-except ModuleNotFoundError:
-    pass
+""",
+    "not_a_package": "fake = ''\n",
+    "broken": "fake = 'raise RuntimeError(\"a broken gh_hf install\")'\n",
+}
+
+REMOTE_SCRIPT = r"""
+import os, sys, tempfile
+
+fake = None
+SETUP
+if fake is not None:  # a gh_hf.py first on sys.path shadows the installed package
+    folder = tempfile.mkdtemp()
+    with open(os.path.join(folder, "gh_hf.py"), "w") as handle:
+        handle.write(fake)
+    sys.path.insert(0, folder)
 
 import numpy as np, torch
 from PIL import Image
@@ -145,25 +157,26 @@ extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code
 embedding = extractor(image, return_tensors=True)
 torch.testing.assert_close(embedding, pooled)
 torch.testing.assert_close(pooled, torch.load(expected_file))
-module = sys.modules[type(model).__module__]
+assert not hasattr(sys.modules[type(model).__module__], "GHForPreTraining")  # the encoder file only
+assert not any(name == "gh_hf" or name.startswith("gh_hf.") for name in sys.modules), "gh_hf was imported"
 try:
-    module.GHForPreTraining(model.config)
-    raise SystemExit("GHForPreTraining built without gh_hf")
-except ImportError as error:
-    assert "gh_hf" in str(error)
-assert not any(name == "gh_hf" or name.startswith("gh_hf.") for name in sys.modules)
+    import gh_hf.losses  # noqa: F401
+    raise SystemExit("gh_hf is importable")
+except Exception as error:  # ModuleNotFoundError, or the broken install's RuntimeError
+    print("GH_HF:", type(error).__name__, error)
 print("CLASSES:", type(model).__module__, type(processor).__module__)
 """
 
 
-def test_remote_code_loads_the_folder_without_gh_hf(encoder_dir, tmp_path):
+@pytest.mark.parametrize("unimportable", list(UNIMPORTABLE))
+def test_remote_code_loads_the_folder_where_gh_hf_is_unimportable(encoder_dir, tmp_path, unimportable):
     image = Image.fromarray(np.arange(20 * 17 * 3, dtype=np.uint8).reshape(20, 17, 3))
     encoder = GHModel.from_pretrained(encoder_dir).eval()
     with torch.no_grad():
         expected = encoder(**image_processor_for(encoder.config)(image, return_tensors="pt")).pooler_output
     torch.save(expected, tmp_path / "expected.pt")
     script = tmp_path / "load_remote.py"
-    script.write_text(textwrap.dedent(REMOTE_SCRIPT))
+    script.write_text(textwrap.dedent(REMOTE_SCRIPT).replace("SETUP", UNIMPORTABLE[unimportable]))
     env = {
         **os.environ,
         "HF_MODULES_CACHE": str(tmp_path / "modules"),
@@ -184,3 +197,47 @@ def test_remote_code_loads_the_folder_without_gh_hf(encoder_dir, tmp_path):
     assert "contains custom code" in refused and "trust_remote_code=True" in refused
     classes = next(line for line in result.stdout.splitlines() if line.startswith("CLASSES:")).split()[1:]
     assert all(name.startswith("transformers_modules.") for name in classes)
+
+
+def _imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
+    """(level, module) of every import statement; level > 0 for relative imports."""
+    imports: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports.extend((0, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or ""))
+    return imports
+
+
+def test_shipped_code_is_self_contained(encoder_dir):
+    allowed = {"numpy", "PIL", "timm", "torch", "transformers"} | set(sys.stdlib_module_names)
+    for name in code_files(encoder_dir):
+        source = (encoder_dir / name).read_text()
+        assert "gh_hf" not in source, name
+        tree = ast.parse(source)
+        assert not any(isinstance(node, ast.Try) for node in tree.body), f"{name}: try around imports"
+        for level, module in _imported_modules(tree):
+            if level:  # relative: one of the shipped files
+                assert f"{module}.py" in CODE_FILES, (name, module)
+            else:
+                assert module.split(".")[0] in allowed, (name, module)
+
+
+def test_import_gh_hf_loads_neither_publishing_nor_evaluation_code():
+    probe = (
+        "import sys, gh_hf; print(sorted(name for name in sys.modules if name.split('.')[0] in "
+        "{'gh_hf', 'matplotlib', 'evaluate'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(ast.literal_eval(result.stdout.strip().splitlines()[-1]))
+    assert "gh_hf.modeling_gh_pretraining" in loaded  # the probe sees gh_hf's modules
+    unwanted = {
+        "gh_hf.hub",
+        "gh_hf.hub.card",
+        "gh_hf.hub.publish",
+        "gh_hf.evaluation",
+        "matplotlib",
+        "evaluate",
+    }
+    assert not loaded & unwanted

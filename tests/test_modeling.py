@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import json
+import math
 import subprocess
 import sys
 
@@ -8,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
-from gh_hf import GHConfig, GHForPreTraining, GHModel
+from gh_hf import GHConfig, GHForPreTraining, GHModel, simplex_etf
+from gh_hf.hub import save_encoder_folder
 from gh_hf.losses import GHLoss, nt_xent
 
 from .conftest import TINY_BACKBONE
@@ -196,3 +199,121 @@ def test_encoder_save_and_auto_model(tmp_path, tiny_config):
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     pixels = torch.randn(2, 1, 16, 16)
     assert torch.equal(loaded(pixels).pooler_output, encoder(pixels).pooler_output)
+
+
+# ---- transformers conventions: initialisation, outputs, gradient checkpointing --------------------
+
+
+def _assert_projector_at_its_init(projector: torch.nn.Module) -> None:
+    for layer in projector.layers:
+        if isinstance(layer, torch.nn.BatchNorm1d):
+            assert torch.equal(layer.weight, torch.ones_like(layer.weight))
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+            assert torch.equal(layer.running_mean, torch.zeros_like(layer.running_mean))
+            assert torch.equal(layer.running_var, torch.ones_like(layer.running_var))
+            assert layer.num_batches_tracked.item() == 0
+        elif isinstance(layer, torch.nn.Linear):  # PyTorch's init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            bound = 1 / math.sqrt(layer.in_features)
+            assert layer.weight.abs().max() <= bound and layer.weight.std() > bound / 4
+            assert layer.bias is None or layer.bias.abs().max() <= bound
+
+
+@pytest.mark.parametrize("ssl_method", ["simclr", "sdclr"])
+def test_continue_pretraining_from_an_encoder_folder(tmp_path, tiny_config, ssl_method):
+    encoder = GHModel(tiny_config)
+    save_encoder_folder(encoder, tmp_path / "encoder")
+    model = GHForPreTraining.from_pretrained(tmp_path / "encoder", ssl_method=ssl_method).train()
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+    _assert_projector_at_its_init(model.projector)
+    assert torch.equal(model.anchors, simplex_etf(10, 16, tiny_config.anchors_seed))
+    assert torch.equal(model.class_prior, torch.full((10,), 0.1))
+    if ssl_method == "sdclr":  # masks of ones, BatchNorm sets copied from the dense ones
+        assert all(
+            torch.equal(mask, torch.ones_like(mask)) for mask in model.pruned.buffers() if mask.ndim > 1
+        )
+        dense_bn = model.encoder.backbone.layer1[0].bn2
+        pruned_bn = model.pruned.norms["encoder__backbone__layer1__0__bn2"]
+        for name, tensor in dense_bn.state_dict().items():
+            assert torch.equal(pruned_bn.state_dict()[name], tensor), name
+        model.refresh_pruning_masks()
+    out = model(torch.randn(4, 2, 1, 16, 16), gh_weight=1.0)
+    assert torch.isfinite(out.loss) and torch.isfinite(out.gh_loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_mismatched_input_channels_get_transformers_initialisation(tmp_path):
+    rgb = GHModel(GHConfig(**TINY_BACKBONE, in_chans=3, image_size=16))
+    rgb.save_pretrained(tmp_path)
+    gray = AutoModel.from_pretrained(tmp_path, in_chans=1, ignore_mismatched_sizes=True)
+    stem = gray.backbone.conv1.weight
+    assert stem.shape[1] == 1 and torch.isfinite(stem).all()
+    torch.testing.assert_close(stem.std(), torch.tensor(0.02), atol=0.01, rtol=0)  # normal(0, 0.02)
+    for name, tensor in rgb.state_dict().items():  # every other tensor keeps the checkpoint's values
+        if name != "backbone.conv1.weight":
+            assert torch.equal(gray.state_dict()[name], tensor), name
+    assert torch.isfinite(gray(torch.randn(2, 1, 16, 16)).pooler_output).all()
+
+
+def test_fresh_model_keeps_timm_initialisation_and_inits_the_head(tiny_config):
+    reference = GHModel(tiny_config)  # the same timm initialisation as the model's, from the same seed
+    torch.manual_seed(0)
+    model = GHForPreTraining(tiny_config)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+    _assert_projector_at_its_init(model.projector)
+
+
+def test_encoder_honours_return_dict(tiny_config):
+    model = GHModel(tiny_config).eval()
+    pixels = torch.randn(2, 1, 16, 16)
+    expected = model(pixels)
+    as_tuple = model(pixels, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
+    assert torch.equal(as_tuple[0], expected.last_hidden_state) and torch.equal(
+        as_tuple[1], expected.pooler_output
+    )
+    model.config.return_dict = False
+    assert isinstance(model(pixels), tuple) and not isinstance(model(pixels, return_dict=True), tuple)
+
+
+def test_pretraining_model_honours_config_return_dict(tiny_config):
+    tiny_config.return_dict = False
+    out = GHForPreTraining(tiny_config)(torch.randn(4, 2, 1, 16, 16))
+    assert isinstance(out, tuple) and out[0].ndim == 0
+
+
+def test_encoder_returns_hidden_states_of_every_stage(tiny_config):
+    model = GHModel(tiny_config).eval()
+    pixels = torch.randn(2, 1, 16, 16)
+    out = model(pixels, output_hidden_states=True)
+    channels = [info["num_chs"] for info in model.backbone.feature_info]
+    assert [state.shape[1] for state in out.hidden_states] == channels == [64, 8, 16, 32, 64]
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    torch.testing.assert_close(out.pooler_output, model(pixels).pooler_output)
+    assert model(pixels).hidden_states is None
+    assert len(model(pixels, output_hidden_states=True, return_dict=False)) == 3
+    model.config.output_hidden_states = True
+    assert len(model(pixels).hidden_states) == 5
+
+
+@pytest.mark.parametrize("ssl_method", ["simclr", "sdclr"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, ssl_method):
+    tiny_config.ssl_method = ssl_method
+    model = GHForPreTraining(tiny_config).train()
+    model.refresh_pruning_masks()
+    checkpointed = copy.deepcopy(model)
+    assert model.supports_gradient_checkpointing
+    checkpointed.activation_checkpointing_enable()
+    assert checkpointed.is_activation_checkpointing and checkpointed.encoder.backbone.grad_checkpointing
+    pixel_values = torch.randn(4, 2, 1, 16, 16)
+    for copy_ in (model, checkpointed):
+        copy_(pixel_values, gh_weight=1.0).loss.backward()
+    for (name, param), other in zip(model.named_parameters(), checkpointed.parameters(), strict=True):
+        if param.grad is not None:
+            torch.testing.assert_close(other.grad, param.grad, rtol=1e-4, atol=1e-6, msg=name)
+    checkpointed.activation_checkpointing_disable()
+    assert (
+        not checkpointed.is_activation_checkpointing and not checkpointed.encoder.backbone.grad_checkpointing
+    )

@@ -186,7 +186,7 @@ def test_distributed_step_equals_single_process_on_global_batch(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     from accelerate.state import AcceleratorState
 
-    from gh_hf.modeling_gh import GHForPreTraining
+    from gh_hf.modeling_gh_pretraining import GHForPreTraining
     from gh_hf.training import NonFiniteLossError, Pretrainer, parse_pretrain_args
 
     original_forward = GHForPreTraining.forward

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gh_hf import GHForPreTraining
-from gh_hf.sdclr import PrunedBranch, magnitude_mask, prunable_weights
+from gh_hf.sdclr import PrunedBranch, global_magnitude_masks, magnitude_mask, prunable_weights
 
 
 @pytest.fixture
@@ -26,13 +26,37 @@ def test_magnitude_mask_prunes_the_smallest_exactly():
         magnitude_mask(weight, 1.0)
 
 
+def reference_global_masks(encoder: torch.nn.Module, ratio: float) -> dict[str, torch.Tensor]:
+    """SDCLR's definition, written out: one magnitude threshold over all conv weights of the encoder."""
+    convs = {
+        f"{name}.weight": m.weight for name, m in encoder.named_modules() if isinstance(m, torch.nn.Conv2d)
+    }
+    magnitudes = torch.cat([weight.detach().abs().flatten() for weight in convs.values()])
+    num_pruned = round(ratio * magnitudes.numel())
+    threshold = magnitudes.sort().values[num_pruned - 1]  # the largest pruned magnitude
+    return {name: (weight.detach().abs() > threshold).float() for name, weight in convs.items()}
+
+
 @pytest.mark.parametrize("ratio", [0.9, 0.1])
-def test_pruned_fraction_per_layer_equals_the_ratio(model, ratio):
+def test_pruning_is_global_with_one_threshold(model, ratio):
     branch = PrunedBranch(model.encoder, model.projector, ratio)
     branch.update_masks(model.encoder)
-    for name, weight in prunable_weights(model.encoder).items():
-        pruned = (branch.mask(name) == 0).sum().item()
-        assert abs(pruned - ratio * weight.numel()) <= 1, name
+    expected = reference_global_masks(model.encoder, ratio)
+    assert sorted(expected) == sorted(prunable_weights(model.encoder))  # a ResNet encoder: convs only
+    for name, mask in expected.items():
+        assert torch.equal(branch.mask(name), mask), name
+    total = sum(weight.numel() for weight in prunable_weights(model.encoder).values())
+    pruned = sum((branch.mask(name) == 0).sum().item() for name in expected)
+    assert pruned == round(ratio * total)
+    # Global, not per layer: layers of smaller weights lose a larger share.
+    fractions = [(branch.mask(name) == 0).float().mean().item() for name in expected]
+    assert max(fractions) - min(fractions) > 0.05
+
+
+def test_global_magnitude_masks_prune_the_smallest_over_all_tensors():
+    small, large = torch.tensor([0.1, -0.2, 0.3]), torch.tensor([[1.0, -0.05], [2.0, 3.0]])
+    masks = global_magnitude_masks([small, large], 3 / 7)
+    assert masks[0].tolist() == [0, 0, 1] and masks[1].tolist() == [[1, 0], [1, 1]]
 
 
 def test_pruned_forward_equals_a_masked_copy(model):

@@ -25,6 +25,13 @@ SOURCE_NAMES = ("cifar10", "cifar100", "fashion_mnist", "digits", "imagefolder",
 _ALIASES = {"cifar_10": "cifar10", "cifar_100": "cifar100", "fashionmnist": "fashion_mnist"}
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+GRAYSCALE_SOURCES = ("fashion_mnist", "digits")  # every other source is RGB
+
+
+def source_channels(name: str) -> int:
+    """Channels of the images of source `name` (as `load_image_dataset` names it): 1 or 3."""
+    key = name.lower().replace("-", "_")
+    return 1 if _ALIASES.get(key, key) in GRAYSCALE_SOURCES else 3
 
 
 def load_image_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs) -> Dataset:

@@ -85,7 +85,7 @@ def encoder_of(model: nn.Module) -> nn.Module:
     A `GHForPreTraining` (or a DDP-wrapped model) is reduced to its `GHModel` encoder, so
     the online monitor can be handed the model being trained.
     """
-    from gh_hf.modeling_gh import GHForPreTraining
+    from gh_hf.modeling_gh_pretraining import GHForPreTraining
 
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # torch.compile

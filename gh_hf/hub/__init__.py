@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from gh_hf.hub.card import DEFAULT_LICENSE, default_template_path, render_model_card, write_model_card
 from gh_hf.hub.encoder_folder import code_files, image_processor_for, save_encoder_folder, split_summary
-from gh_hf.hub.image_processing_gh import GHImageProcessor
 from gh_hf.hub.publish import (
     HubPublishError,
     PushArguments,
@@ -24,6 +23,7 @@ from gh_hf.hub.publish import (
 )
 from gh_hf.hub.results import EncoderResults, eval_results, load_results
 from gh_hf.hub.run_info import collect_run_info, describe_hardware
+from gh_hf.image_processing_gh import GHImageProcessor
 
 __all__ = [
     "DEFAULT_LICENSE",

@@ -27,7 +27,6 @@ from gh_hf.hub.encoder_folder import (
     image_processor_for,
     read_json,
 )
-from gh_hf.hub.image_processing_gh import GHImageProcessor
 from gh_hf.hub.results import (
     FIGURE_FILE,
     GROUPING_TEXT,
@@ -40,6 +39,7 @@ from gh_hf.hub.results import (
     table_rows,
 )
 from gh_hf.hub.run_info import run_info_rows
+from gh_hf.image_processing_gh import GHImageProcessor
 from gh_hf.modeling_gh import GHModel
 
 logger = logging.getLogger(__name__)

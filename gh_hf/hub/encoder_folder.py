@@ -4,8 +4,8 @@ An encoder folder holds
 - `config.json` and `model.safetensors`: the `GHModel` (backbone only: no projector, no anchors);
 - `preprocessor_config.json`: its `GHImageProcessor` (training resolution, normalisation, channels);
 - the code files named by the `auto_map` entries of those two JSON files (`configuration_gh.py`,
-  `modeling_gh.py`, `geometry.py`, `image_processing_gh.py`), so that `trust_remote_code=True`
-  loads it where gh_hf is not installed;
+  `modeling_gh.py`, `image_processing_gh.py`: self-contained, they import no gh_hf module), so
+  that `trust_remote_code=True` loads it where gh_hf is not installed or not importable;
 - `README.md`, the model card (see `gh_hf.hub.card`);
 - records of the run the card is rendered from, kept locally and not uploaded:
   `training_args.json`, `long_tailed_split.json` and, when the trainer wrote it, `run_info.json`.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from gh_hf.configuration_gh import GHConfig
-from gh_hf.hub.image_processing_gh import GHImageProcessor
+from gh_hf.image_processing_gh import GHImageProcessor
 from gh_hf.modeling_gh import GHModel
 
 if TYPE_CHECKING:

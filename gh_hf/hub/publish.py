@@ -28,8 +28,8 @@ from gh_hf.hub.encoder_folder import (
     image_processor_for,
     save_encoder_folder,
 )
-from gh_hf.hub.image_processing_gh import GHImageProcessor
 from gh_hf.hub.results import FIGURE_FILE, load_results
+from gh_hf.image_processing_gh import GHImageProcessor
 from gh_hf.modeling_gh import GHModel
 
 

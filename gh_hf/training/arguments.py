@@ -19,6 +19,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 LR_SCHEDULES = ("auto", "cosine", "two_stage")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 VIEW_PIPELINES = ("auto", "batched", "per_image")
+# "auto", or one of the groupings of gh_hf.evaluation (not imported here: it loads `evaluate`).
+KNN_GROUPINGS = ("auto", "thirds", "thresholds")
 
 
 def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
@@ -198,6 +200,14 @@ class PretrainingArguments:
     knn_max_train_samples: int = field(
         default=10000, metadata={"help": "Balanced labelled images for the kNN monitor's memory."}
     )
+    knn_grouping: str = field(
+        default="auto",
+        metadata={
+            "help": "Many/Medium/Few groups of the kNN monitor: thirds (CIFAR-LT), thresholds "
+            "(ImageNet-LT/Places-LT: >100, 20..100, <20 images) or auto (thresholds with --split_file, "
+            "else thirds)."
+        },
+    )
     bcl_momentum: float = field(
         default=0.97, metadata={"help": "BCL: moving-average momentum of the per-sample loss."}
     )
@@ -258,6 +268,8 @@ class PretrainingArguments:
         for name in ("bank_momentum_warmup", "bank_momentum", "momentum", "bcl_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be in [0, 1)")
+        if self.knn_grouping not in KNN_GROUPINGS:
+            _fail("training", "knn_grouping", self.knn_grouping, f"must be one of {KNN_GROUPINGS}")
         if self.lr_schedule not in LR_SCHEDULES:
             _fail("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
         if self.push_to_hub and not self.hub_model_id:

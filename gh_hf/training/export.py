@@ -21,7 +21,7 @@ from gh_hf.hub.encoder_folder import (
     split_summary,
     write_json,
 )
-from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.modeling_gh_pretraining import GHForPreTraining
 
 logger = logging.getLogger(__name__)
 

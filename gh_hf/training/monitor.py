@@ -9,7 +9,19 @@ from gh_hf.evaluation.monitor import KNNMonitor
 from gh_hf.training.data import load_source
 
 if TYPE_CHECKING:
+    from gh_hf.training.arguments import DataArguments, PretrainingArguments
     from gh_hf.training.trainer import Pretrainer
+
+
+def knn_grouping(data_args: DataArguments, args: PretrainingArguments) -> str:
+    """The Many / Medium / Few grouping of a run's monitor, as `scripts/benchmark.py --grouping` names it.
+
+    `--knn_grouping`, where "auto" follows the data's convention: count thresholds (> 100, 20..100,
+    < 20 images) for ImageNet-LT / Places-LT style split files, thirds of the classes otherwise.
+    """
+    if args.knn_grouping != "auto":
+        return args.knn_grouping
+    return "thresholds" if data_args.split_file is not None else "thirds"
 
 
 def build_knn_monitor(trainer: Pretrainer) -> KNNMonitor:
@@ -28,5 +40,6 @@ def build_knn_monitor(trainer: Pretrainer) -> KNNMonitor:
         class_counts,
         k=min(200, len(memory)),
         batch_size=trainer.args.per_device_batch_size,
+        grouping=knn_grouping(data_args, trainer.args),
         num_workers=data_args.dataloader_num_workers,
     )

@@ -10,7 +10,7 @@ import torch
 
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.losses import sinkhorn
-from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.score_bank import ScoreBank
 
 

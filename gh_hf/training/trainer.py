@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.data import default_normalization
+from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
-from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
@@ -29,7 +30,6 @@ from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_c
 from gh_hf.training.score_bank import ScoreBank, prior_entropy
 
 logger = logging.getLogger(__name__)
-GRAYSCALE_DATASETS = ("fashion_mnist", "digits")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +56,7 @@ class TrainerState:
 def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int) -> GHConfig:
     """The model config of a run; raises ValueError naming a bad field before any data is loaded."""
     kwargs = model_args.config_kwargs()
-    in_chans = kwargs.pop("in_chans") or (1 if data_args.dataset in GRAYSCALE_DATASETS else 3)
+    in_chans = kwargs.pop("in_chans") or source_channels(data_args.dataset)
     try:
         mean, std = default_normalization(data_args.dataset, in_chans)
     except ValueError:  # a folder or split file of natural images: ImageNet statistics
@@ -166,15 +166,17 @@ class Pretrainer:
     # ---- schedule ----------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
-        optimizer_steps_per_epoch = self.steps_per_epoch // self.args.gradient_accumulation_steps
-        total = self.args.num_epochs * optimizer_steps_per_epoch
-        return min(total, self.args.max_steps) if self.args.max_steps > 0 else total
+        """Optimizer steps of the run: `--max_steps` when > 0 (it overrides `--num_epochs`)."""
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        return self.args.num_epochs * (self.steps_per_epoch // self.args.gradient_accumulation_steps)
 
     @property
     def num_epochs(self) -> int:
+        """Epochs the run reaches: enough for `--max_steps` when it is set, else `--num_epochs`."""
         if self.args.max_steps > 0:
             per_epoch = self.steps_per_epoch // self.args.gradient_accumulation_steps
-            return max(self.args.num_epochs, math.ceil(self.args.max_steps / max(per_epoch, 1)))
+            return math.ceil(self.args.max_steps / max(per_epoch, 1))
         return self.args.num_epochs
 
     def unwrapped(self) -> GHForPreTraining:

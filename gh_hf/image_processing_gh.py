@@ -1,4 +1,4 @@
-"""The image processor of gh_hf encoders: gh_hf's evaluation transform as a transformers processor.
+"""The image processor of GH encoders: the evaluation transform as a transformers processor.
 
 This file is copied next to every exported encoder (Hub remote code), so it imports only numpy,
 PIL and transformers.
@@ -13,7 +13,7 @@ from transformers.image_transforms import to_pil_image
 from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
-# Channels -> PIL mode; "L" uses ITU-R 601-2 luma, as gh_hf's training and evaluation transforms do.
+# Channels -> PIL mode; "L" uses ITU-R 601-2 luma, as the training and evaluation transforms do.
 IMAGE_MODES = {1: "L", 3: "RGB"}
 
 
@@ -26,8 +26,8 @@ class GHImageProcessorKwargs(ImagesKwargs, total=False):
 class GHImageProcessor(PilBackend):
     r"""Converts images to the encoder's channels, resizes, centre-crops and normalises them.
 
-    The same steps, in the same order and with the same PIL operations, as
-    `gh_hf.data.build_eval_transform`: convert to "L" or "RGB", resize the shorter side to
+    The same steps, in the same order and with the same PIL operations, as the evaluation
+    transform (`build_eval_transform`): convert to "L" or "RGB", resize the shorter side to
     `size["shortest_edge"]` (bilinear), keep the centre `crop_size` square (offsets rounded like
     torchvision's `CenterCrop`), scale to [0, 1] and normalise with `image_mean` / `image_std`.
 
