@@ -105,29 +105,35 @@ def resolve_class_prior(setting: str, num_anchors: int) -> str | torch.Tensor:
     """
     if setting in CLASS_PRIOR_MODES:
         return setting
-    allowed = f"'estimated', 'uniform' or a JSON file holding a list of {num_anchors} (= num_anchors) finite class frequencies > 0"
+    prior = torch.tensor(_read_class_frequencies(setting, num_anchors), dtype=torch.float64)
+    return (prior / prior.sum()).sort(descending=True).values.float()
+
+
+def _read_class_frequencies(setting: str, num_anchors: int) -> list[float]:
+    def invalid(reason: str) -> ValueError:
+        allowed = (
+            f"'estimated', 'uniform' or a JSON file holding a list of {num_anchors} (= num_anchors) "
+            "finite class frequencies > 0"
+        )
+        return ValueError(f"--class_prior={setting!r} is invalid: {reason}; allowed: {allowed}.")
+
     path = Path(setting)
     if not path.is_file():
-        raise ValueError(f"--class_prior={setting!r} is invalid: no such file; allowed: {allowed}.")
+        raise invalid("no such file")
     try:
         masses = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"--class_prior={setting!r} is invalid: not JSON ({error}); allowed: {allowed}."
-        ) from None
+        raise invalid(f"not JSON ({error})") from None
     if not isinstance(masses, list) or not all(
         isinstance(m, (int, float)) and not isinstance(m, bool) for m in masses
     ):
-        raise ValueError(
-            f"--class_prior={setting!r} is invalid: not a JSON list of numbers; allowed: {allowed}."
-        )
+        raise invalid("not a JSON list of numbers")
     if len(masses) != num_anchors:
-        raise ValueError(f"--class_prior={setting!r} holds {len(masses)} frequencies; allowed: {allowed}.")
+        raise invalid(f"it holds {len(masses)} frequencies")
     bad = [m for m in masses if not (math.isfinite(m) and m > 0)]
     if bad:
-        raise ValueError(f"--class_prior={setting!r} holds {bad[0]!r}; allowed: {allowed}.")
-    prior = torch.tensor(masses, dtype=torch.float64)
-    return (prior / prior.sum()).sort(descending=True).values.float()
+        raise invalid(f"it holds {bad[0]!r}")
+    return masses
 
 
 def anchors_by_occupancy(occupancy: torch.Tensor) -> torch.Tensor:
@@ -190,7 +196,9 @@ def prior_entropy(prior: torch.Tensor) -> float:
     return float(-(positive * positive.log()).sum())
 
 
-def anchor_purity(assignments: torch.Tensor, labels: torch.Tensor, num_anchors: int) -> tuple[list, float]:
+def anchor_purity(
+    assignments: torch.Tensor, labels: torch.Tensor, num_anchors: int
+) -> tuple[list[float | None], float]:
     """Share of each anchor's samples in its majority class, and the sample-weighted mean.
 
     Args:
@@ -275,24 +283,21 @@ def plot_prior_history(refreshes: Sequence[dict[str, Any]], path: str | Path) ->
     The estimate is the share of samples whose bank argmax is each anchor, sorted; the prior GH
     reads is this plus `--prior_floor` (estimated), or the known/uniform prior.
     """
-    import matplotlib  # lazily: plotting is the only user, `import gh_hf` must not load it
+    from matplotlib import colormaps  # lazily: plotting is the only user, `import gh_hf` must not load it
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    colours = plt.cm.viridis(torch.linspace(0, 1, max(len(refreshes), 1)).tolist())
-    for refresh, colour in zip(refreshes, colours, strict=False):
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    colours = colormaps["viridis"](torch.linspace(0, 1, max(len(refreshes), 1)).tolist())
+    for number, (refresh, colour) in enumerate(zip(refreshes, colours, strict=False)):
         occupancy = torch.tensor(refresh["anchor_occupancy"], dtype=torch.float64)
         estimate = (occupancy / occupancy.sum().clamp(min=1)).sort(descending=True).values
-        axis.plot(
-            range(1, len(estimate) + 1), estimate, color=colour, label=f"estimate, epoch {refresh['epoch']}"
-        )
+        label = f"estimate, epoch {refresh['epoch']}" if number in (0, len(refreshes) - 1) else None
+        axis.plot(range(1, len(estimate) + 1), estimate, color=colour, label=label)
     true = next((r["class_frequencies_sorted"] for r in refreshes if "class_frequencies_sorted" in r), None)
     if true is not None:
         axis.plot(range(1, len(true) + 1), true, "k--", linewidth=2, label="true class frequencies")
     axis.set(xlabel="rank", ylabel="share of samples", yscale="log", title="Anchor prior per refresh")
-    axis.legend(fontsize=7, loc="upper right", ncol=1 + len(refreshes) // 12)
+    axis.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
