@@ -7,8 +7,9 @@ from gh_hf.training.arguments import (
     available_presets,
     parse_pretrain_args,
 )
+from gh_hf.training.prior import prior_entropy
 from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
-from gh_hf.training.score_bank import ScoreBank, prior_entropy
+from gh_hf.training.score_bank import ScoreBank
 from gh_hf.training.trainer import NonFiniteLossError, Pretrainer, TrainerState, build_config, pretrain
 
 __all__ = [

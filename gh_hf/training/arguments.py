@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,19 @@ KNN_GROUPINGS = ("auto", "thirds", "thresholds")
 
 def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"--{name}={value!r} is invalid ({owner}): {allowed}.")
+
+
+def _bank_momentum_setting(name: str, value: str | float) -> str | float:
+    """ "auto", or the value as a float in [0, 1)."""
+    if value == "auto":
+        return value
+    try:
+        momentum = float(value)
+    except (TypeError, ValueError):
+        momentum = math.nan
+    if not 0 <= momentum < 1:  # NaN fails too
+        _fail("training", name, value, "must be 'auto' or a float in [0, 1)")
+    return momentum
 
 
 @dataclass
@@ -175,8 +189,28 @@ class PretrainingArguments:
     prior_floor: float = field(
         default=0.0, metadata={"help": "Added to every anchor's count before normalising the prior."}
     )
-    bank_momentum_warmup: float = 0.9
-    bank_momentum: float = 0.999
+    # "auto" or a float; HfArgumentParser cannot parse a str | float field, __post_init__ converts.
+    bank_momentum_warmup: str = field(
+        default="auto",
+        metadata={
+            "help": "Score-bank momentum in the SSL warm-up: auto (= 0.9 ^ (500 / warm-up epochs), the "
+            "paper's memory scaled to this schedule) or a float in [0, 1)."
+        },
+    )
+    bank_momentum: str = field(
+        default="auto",
+        metadata={
+            "help": "Score-bank momentum in the GH stage: auto (= 0.999 ^ (500 / GH-stage epochs)) or a "
+            "float in [0, 1)."
+        },
+    )
+    class_prior: str = field(
+        default="estimated",
+        metadata={
+            "help": "The anchor prior pi: estimated (from the score bank), uniform, or a JSON file of "
+            "num_anchors class frequencies (any order), matched to anchors by occupancy rank."
+        },
+    )
     checkpoint_every: int = field(
         default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: off)."}
     )
@@ -265,7 +299,9 @@ class PretrainingArguments:
         for name in ("bcl_num_ops", "bcl_max_magnitude"):
             if getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be >= 1")
-        for name in ("bank_momentum_warmup", "bank_momentum", "momentum", "bcl_momentum"):
+        for name in ("bank_momentum_warmup", "bank_momentum"):
+            setattr(self, name, _bank_momentum_setting(name, getattr(self, name)))
+        for name in ("momentum", "bcl_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be in [0, 1)")
         if self.knn_grouping not in KNN_GROUPINGS:

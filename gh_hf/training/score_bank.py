@@ -44,13 +44,24 @@ class ScoreBank:
         self.seen[indices] = True
 
     @torch.no_grad()
+    def assignments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices (N_seen,), anchors (N_seen,)): the samples seen so far and the argmax_k of their B_i."""
+        indices = self.seen.nonzero().squeeze(1)
+        return indices, self.scores[indices].argmax(dim=1)
+
+    @torch.no_grad()
+    def occupancy(self) -> torch.Tensor:
+        """(K,) how many samples seen so far have their bank argmax on each anchor."""
+        return torch.bincount(self.assignments()[1], minlength=self.scores.shape[1])
+
+    @torch.no_grad()
     def estimate_prior(self, floor: float = 0.0) -> torch.Tensor:
         """pi = normalise(histogram of argmax_k B_i over the samples seen + floor), shape (K,).
 
         Uniform when no sample has been seen and `floor` is 0.
         """
         num_anchors = self.scores.shape[1]
-        counts = torch.bincount(self.scores[self.seen].argmax(dim=1), minlength=num_anchors).float() + floor
+        counts = self.occupancy().float() + floor
         if counts.sum() <= 0:
             return torch.full((num_anchors,), 1.0 / num_anchors, device=counts.device)
         return counts / counts.sum()
@@ -66,9 +77,3 @@ class ScoreBank:
             )
         self.scores.copy_(state["scores"].to(self.scores.device))
         self.seen.copy_(state["seen"].to(self.seen.device))
-
-
-def prior_entropy(prior: torch.Tensor) -> float:
-    """Shannon entropy (nats) of a distribution; log K for a uniform prior."""
-    positive = prior[prior > 0]
-    return float(-(positive * positive.log()).sum())

@@ -6,7 +6,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,17 @@ from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
 from gh_hf.training.data import build_train_loader, load_long_tailed_train
 from gh_hf.training.export import export_encoder
+from gh_hf.training.prior import (
+    BankMomenta,
+    plot_prior_history,
+    prior_diagnostics,
+    read_refreshes,
+    refreshed_prior,
+    resolve_bank_momenta,
+    resolve_class_prior,
+)
 from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
-from gh_hf.training.score_bank import ScoreBank, prior_entropy
+from gh_hf.training.score_bank import ScoreBank
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +104,8 @@ class Pretrainer:
     def __init__(self, data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments):
         self.data_args, self.model_args, self.args = data_args, model_args, args
         self.config = build_config(data_args, model_args, args.seed)  # fails fast on bad values
+        # "estimated", "uniform" or the known frequencies; a bad --class_prior file fails here too
+        self.prior_source = resolve_class_prior(args.class_prior, self.config.num_anchors)
         self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
         if args.push_to_hub:
             check_can_push(args.hub_model_id)  # no token / offline: fail now, not after training
@@ -144,6 +156,7 @@ class Pretrainer:
                 f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} processes is larger than "
                 f"the training split ({len(self.train_dataset)} images): no full batch per epoch."
             )
+        self.bank_momenta = self.resolve_bank_momenta()
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
             if self.loss_memory is not None:
@@ -155,6 +168,7 @@ class Pretrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
         accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
+        self.log({"bank_momentum_warmup": self.bank_momenta.warmup, "bank_momentum": self.bank_momenta.gh})
 
     def all_args(self) -> dict[str, Any]:
         return {
@@ -182,11 +196,47 @@ class Pretrainer:
     def unwrapped(self) -> GHForPreTraining:
         return self.accelerator.unwrap_model(self.model)
 
+    def resolve_bank_momenta(self) -> BankMomenta:
+        """The bank momenta as numbers ("auto": gh_hf.training.prior); the run's args record them so."""
+        args = self.args
+        momenta = resolve_bank_momenta(
+            args.bank_momentum_warmup, args.bank_momentum, args.gh_warmup_epochs, self.num_epochs
+        )
+        self.args = replace(args, bank_momentum_warmup=momenta.warmup, bank_momentum=momenta.gh)
+        return momenta
+
     def refresh_prior(self, epoch: int) -> None:
-        if self.config.use_gh and is_prior_refresh_epoch(epoch, self.args):
-            prior = self.bank.estimate_prior(self.args.prior_floor)
-            self.unwrapped().class_prior.copy_(prior)
-            self.log({"prior_entropy": prior_entropy(prior), "prior": prior.tolist()})
+        """At a refresh epoch: the new pi goes to the model, its diagnostics to the logs.
+
+        Drift is measured against the model's `class_prior` buffer, which checkpoints carry, so it
+        survives a resume.
+        """
+        if not (self.config.use_gh and is_prior_refresh_epoch(epoch, self.args)):
+            return
+        class_prior = self.unwrapped().class_prior
+        prior = refreshed_prior(self.bank, self.prior_source, self.args.prior_floor)
+        indices, assignments = self.bank.assignments()
+        labels = None if self.train_labels is None else self.train_labels[indices.cpu()]
+        diagnostics = prior_diagnostics(prior, class_prior, assignments, labels)
+        class_prior.copy_(prior)
+        self.log({"epoch": epoch, **diagnostics})
+
+    @cached_property
+    def train_labels(self) -> torch.Tensor | None:
+        """(N_train,) class id per sample index, read for the prior's diagnostics only (None: no labels)."""
+        if "label" not in self.train_dataset.column_names:
+            return None
+        columns = self.train_dataset.with_format("torch", columns=["index", "label"])[:]
+        labels = torch.full((len(self.train_dataset),), -1, dtype=torch.long)
+        labels[columns["index"].long()] = columns["label"].long()
+        return None if (labels < 0).any() else labels
+
+    def save_prior_figure(self) -> None:
+        """output_dir/prior.png: the sorted prior estimate of every refresh against the true class frequencies."""
+        log_path = self.output_dir / "log.jsonl"
+        refreshes = read_refreshes(log_path) if log_path.is_file() else []
+        if refreshes:
+            plot_prior_history(refreshes, self.output_dir / "prior.png")
 
     # ---- loop --------------------------------------------------------------------------------
     def train(self) -> Path:
@@ -206,6 +256,8 @@ class Pretrainer:
             if state.step_in_epoch == 0:  # the epoch ran to its end
                 self.end_of_epoch()
         progress.close()
+        if accelerator.is_main_process:
+            self.save_prior_figure()
         if args.checkpoint_every_epochs or args.checkpoint_every:
             self.checkpoint_if_new()
         encoder_dir = self.export_encoder()
@@ -321,9 +373,7 @@ class Pretrainer:
         return self.two_views(batch["image"], batch["index"])
 
     def update_bank(self, indices: torch.Tensor, scores: torch.Tensor, epoch: float) -> None:
-        momentum = (
-            self.args.bank_momentum_warmup if epoch < self.args.gh_warmup_epochs else self.args.bank_momentum
-        )
+        momentum = self.bank_momenta.at(epoch, self.args.gh_warmup_epochs)
         update_bank_globally(self.accelerator, self.bank, indices, scores, momentum)
 
     def fail_non_finite(self, terms: torch.Tensor) -> None:

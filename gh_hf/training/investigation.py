@@ -1,0 +1,119 @@
+"""Which anchors the *current* model gives each training image: occupancy and purity, from one forward pass.
+
+The score bank lags behind the model (it is a moving average over past epochs); this module
+scores the whole pretraining split again with the eval transform, so its figures describe the
+model as it is. Training never calls it; `results/fashion_mnist_lt/investigate_prior.py` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from gh_hf.data import build_eval_transform, with_eval_transform
+from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.training.arguments import DataArguments, ModelArguments
+from gh_hf.training.checkpointing import list_checkpoints
+from gh_hf.training.data import load_long_tailed_train
+from gh_hf.training.prior import anchor_purity, class_frequencies, prior_entropy, total_variation
+
+
+@torch.no_grad()
+def anchor_assignments(
+    model: GHForPreTraining, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmax_k of each image's anchor scores (eval view, eval mode, no gradient), and its label.
+
+    Args:
+        model: The pretraining model (encoder, projector and anchors).
+        dataset: A split with `image` and `label` columns, e.g. `load_long_tailed_train(...)`.
+        batch_size: Images per forward pass.
+        num_workers: DataLoader workers.
+
+    Returns:
+        (anchors (N,), labels (N,)), int64, in dataset order, on the CPU.
+    """
+    from gh_hf.evaluation.features import extract_features  # the evaluation stack, only when used
+
+    config = model.config
+    transform = build_eval_transform(config.image_size, config.in_chans, config.image_mean, config.image_std)
+    was_training = model.training
+    model.eval()
+    features, labels = extract_features(
+        model.encoder, with_eval_transform(dataset, transform), batch_size, num_workers, show_progress=False
+    )  # (N, F) pooled backbone features
+    device = next(model.parameters()).device
+    anchors = torch.cat(
+        [
+            model.anchor_scores(model.projector(chunk.to(device))).argmax(1).cpu()
+            for chunk in features.split(batch_size)
+        ]
+    )
+    model.train(was_training)
+    return anchors, labels
+
+
+def investigate_anchors(
+    model: GHForPreTraining, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> dict[str, Any]:
+    """Anchor occupancy and purity of `model` on `dataset`, against the class frequencies.
+
+    Returns:
+        A JSON-ready dict: `anchor_occupancy`, `anchor_purity` (per anchor, None when empty),
+        `anchor_purity_mean` (sample-weighted), `majority_class_of_anchor`,
+        `anchors_holding_10pct_of_class` (per class), the sorted estimate (occupancy shares) and
+        true class frequencies with their entropies and total-variation distance, and
+        `prior_sorted`, the prior the model last trained with (its `class_prior` buffer).
+    """
+    anchors, labels = anchor_assignments(model, dataset, batch_size, num_workers)
+    num_anchors, num_classes = model.config.num_anchors, int(labels.max()) + 1
+    table = torch.zeros(num_classes, num_anchors, dtype=torch.long)  # (C, K) images per class and anchor
+    table.index_put_((labels, anchors), torch.ones_like(labels), accumulate=True)
+    occupancy = table.sum(0)
+    estimate = (occupancy.double() / occupancy.sum()).sort(descending=True).values
+    true = class_frequencies(labels)
+    per_anchor, mean = anchor_purity(anchors, labels, num_anchors)
+    return {
+        "anchor_occupancy": occupancy.tolist(),
+        "anchor_purity": per_anchor,
+        "anchor_purity_mean": round(mean, 4),
+        "majority_class_of_anchor": [
+            int(table[:, k].argmax()) if occupancy[k] else None for k in range(num_anchors)
+        ],
+        "anchors_holding_10pct_of_class": [int((row > 0.1 * row.sum()).sum()) for row in table],
+        "estimate_sorted": [round(float(p), 4) for p in estimate],
+        "class_frequencies_sorted": [round(float(p), 4) for p in true],
+        "estimate_entropy": round(prior_entropy(estimate), 4),
+        "true_entropy": round(prior_entropy(true), 4),
+        "estimate_tv_to_classes": round(total_variation(estimate, true), 4),
+        "prior_sorted": [round(float(p), 4) for p in model.class_prior.sort(descending=True).values],
+    }
+
+
+def load_run(run_dir: str | Path) -> tuple[GHForPreTraining, Dataset]:
+    """The model of a run's latest checkpoint and the run's long-tailed split (from training_args.json)."""
+    from gh_hf.training.trainer import build_config  # the trainer imports this package's prior module
+
+    run_dir = Path(run_dir)
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise ValueError(
+            f"run_dir={str(run_dir)!r} has no checkpoint (checkpoints/step_N/): nothing to load."
+        )
+    saved = json.loads((run_dir / "training_args.json").read_text())
+    data_args, model_args = DataArguments(**saved["data"]), ModelArguments(**saved["model"])
+    seed = int(saved["training"]["seed"])
+    model = GHForPreTraining(build_config(data_args, model_args, seed))
+    model.load_state_dict(load_file(str(checkpoints[-1] / "model.safetensors")))
+    return model, load_long_tailed_train(data_args, seed)
+
+
+def investigate_run(run_dir: str | Path, batch_size: int = 256) -> dict[str, Any]:
+    """`investigate_anchors` for the latest checkpoint of the run in `run_dir`."""
+    model, dataset = load_run(run_dir)
+    return investigate_anchors(model, dataset, batch_size)
