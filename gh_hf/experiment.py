@@ -1,0 +1,304 @@
+"""The GH-effect experiment: arms x seeds pretrained, benchmarked and summarised, resumably.
+
+`scripts/experiment.py` (`make experiment`) is a thin caller. For every seed the long-tailed split
+ranks the classes by a permutation seeded by that seed (`--class_order permuted`, the same for all
+arms of the seed), so Few is not always the same three classes. Every arm of a seed shares the
+split, the data order, the views and the two-stage LR; within a pair, GH is the only difference.
+Each finished run leaves `results_dir/runs/<arm>_seed<seed>/` (training log with the prior
+diagnostics, arguments, run facts, the benchmark's `results.json`), which `reuse` treats as done,
+so an interrupted experiment resumes where it stopped, also on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON_ARGS = ["--lr_schedule", "two_stage", "--class_order", "permuted"]
+KNOWN_PRIOR = "{known_prior}"  # replaced by the seed's class-frequency file
+ARMS: dict[str, list[str]] = {  # name -> arguments on top of the preset and COMMON_ARGS
+    "simclr": ["--use_gh", "false"],
+    "simclr_gh": ["--use_gh", "true", "--class_prior", "estimated"],
+    "simclr_gh_known": ["--use_gh", "true", "--class_prior", KNOWN_PRIOR],
+    **{
+        f"{base}{suffix}": ["--ssl_method", base, "--use_gh", use_gh]
+        for base in ("focal", "sdclr", "bcl")
+        for suffix, use_gh in (("", "false"), ("_gh", "true"))
+    },
+}
+DEFAULT_ARMS = ("simclr", "simclr_gh", "simclr_gh_known")
+# Reported pairs: (label, arm without GH, arm with GH).
+PAIRS = (
+    ("SimCLR + GH (estimated prior)", "simclr", "simclr_gh"),
+    ("SimCLR + GH (known prior)", "simclr", "simclr_gh_known"),
+    ("Focal + GH", "focal", "focal_gh"),
+    ("SDCLR + GH", "sdclr", "sdclr_gh"),
+    ("BCL + GH", "bcl", "bcl_gh"),
+)
+METRICS = (
+    ("Overall", "accuracy"),
+    ("Many", "many"),
+    ("Medium", "medium"),
+    ("Few", "few"),
+    ("Std", "per_class_std"),
+)
+PIXELS = "pixels"
+LAUNCH = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+RUN_FILES = ("log.jsonl", "training_args.json", "knn_metrics.json", "prior.png", "encoder/run_info.json")
+
+
+@dataclass
+class Experiment:
+    """What to run and where. Paths are relative to the repository root."""
+
+    preset: str = "fashion_mnist_lt"
+    arms: Sequence[str] = DEFAULT_ARMS
+    seeds: Sequence[int] = (0, 1, 2)
+    work_dir: str = "outputs/experiment"
+    results_dir: str = "results/fashion_mnist_lt"
+    protocols: str = "linear,knn"
+    linear_epochs: int = 200
+    extra: list[str] = field(default_factory=list)
+    reuse: bool = False
+    commands: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ARMS))
+        if unknown:
+            raise ValueError(f"arms {unknown} are unknown; choose from {sorted(ARMS)}")
+
+    @property
+    def data_args(self) -> Any:
+        """The runs' `DataArguments` (the preset with COMMON_ARGS and `extra`)."""
+        from gh_hf.training.arguments import parse_pretrain_args
+
+        return parse_pretrain_args(["--preset", self.preset, *COMMON_ARGS, *self.extra])[0]
+
+    def run_dir(self, name: str) -> Path:
+        return ROOT / self.results_dir / "runs" / name
+
+    def run(self, command: list[str]) -> None:
+        """Runs `command` from the repository root and records it (with `python` for the interpreter)."""
+        self.commands.append(" ".join(["python", *command[1:]]))
+        print("$", self.commands[-1], flush=True)
+        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def known_prior_file(experiment: Experiment, seed: int) -> str:
+    """Writes the class frequencies of the seed's split (largest first: labels are not needed)."""
+    from gh_hf.data import get_class_counts
+    from gh_hf.training.data import load_long_tailed_train
+
+    counts = sorted(get_class_counts(load_long_tailed_train(experiment.data_args, seed)), reverse=True)
+    path = ROOT / experiment.work_dir / f"class_prior_seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([count / sum(counts) for count in counts]) + "\n")
+    return os.path.relpath(path, ROOT)
+
+
+def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Path:
+    """Pretrains one run (unless `reuse` finds its encoder) and returns its output folder."""
+    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+    arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
+    command = [sys.executable, *LAUNCH, "scripts/pretrain.py", "--preset", experiment.preset, *COMMON_ARGS,
+               *arm_args, "--seed", str(seed), "--output_dir", str(output_dir), *experiment.extra]  # fmt: skip
+    if experiment.reuse and (ROOT / output_dir / "encoder" / "run_info.json").exists():
+        experiment.commands.append(" ".join(["python", *command[1:]]) + "  # reused")
+    else:
+        experiment.run(command)
+    return output_dir
+
+
+def split_counts(output_dir: Path) -> list[int]:
+    """Per-label image counts of a run's long-tailed split (from its encoder folder)."""
+    return json.loads((ROOT / output_dir / "encoder" / "long_tailed_split.json").read_text())["class_counts"]
+
+
+def benchmark(experiment: Experiment, encoder: str, counts: list[int], output_dir: Path) -> dict[str, Any]:
+    """Benchmarks one encoder (or "pixels") grouped by `counts`; returns its results.json."""
+    command = [sys.executable, "scripts/benchmark.py", "--encoders", encoder, "--dataset", experiment.data_args.dataset,
+               "--class_counts", ",".join(map(str, counts)), "--protocols", experiment.protocols,
+               "--linear_epochs", str(experiment.linear_epochs), "--output_dir", str(output_dir),
+               "--cache_dir", str(Path(experiment.work_dir) / "feature_cache")]  # fmt: skip
+    experiment.run(command)
+    return json.loads((ROOT / output_dir / "results.json").read_text())
+
+
+def keep_run(experiment: Experiment, name: str, output_dir: Path | None, report: dict[str, Any]) -> None:
+    """Copies a finished run's facts and benchmark report into results_dir/runs/<name>/."""
+    target = experiment.run_dir(name)
+    target.mkdir(parents=True, exist_ok=True)
+    for file in RUN_FILES if output_dir is not None else ():
+        if (ROOT / output_dir / file).exists():
+            shutil.copy(ROOT / output_dir / file, target / Path(file).name)
+    report["arguments"] = {
+        key: os.path.relpath(value, ROOT) if isinstance(value, str) and value.startswith(str(ROOT)) else value
+        for key, value in report["arguments"].items()
+    }
+    (target / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_seed(experiment: Experiment, seed: int) -> None:
+    """Every arm of one seed, then the seed's pixel floor, each kept as soon as it is done."""
+    prior_file = known_prior_file(experiment, seed)
+    counts = None
+    for arm in experiment.arms:
+        name = f"{arm}_seed{seed}"
+        if experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists():
+            counts = json.loads((experiment.run_dir(name) / "benchmark.json").read_text())["dataset"][
+                "class_counts"
+            ]
+            continue
+        output_dir = pretrain(experiment, arm, seed, prior_file)
+        counts = split_counts(output_dir)
+        report = benchmark(experiment, str(output_dir / "encoder"), counts, output_dir / "benchmark")
+        keep_run(experiment, name, output_dir, report)
+    name = f"{PIXELS}_seed{seed}"
+    if counts is not None and not (
+        experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists()
+    ):
+        report = benchmark(experiment, PIXELS, counts, Path(experiment.work_dir) / name)
+        keep_run(experiment, name, None, report)
+
+
+def load_reports(experiment: Experiment) -> dict[str, dict[str, Any]]:
+    """{run name: its benchmark report} for every kept run."""
+    runs = ROOT / experiment.results_dir / "runs"
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted(runs.glob("*/benchmark.json"))}
+
+
+def metric(report: dict[str, Any], protocol: str, key: str) -> float:
+    (entry,) = report["results"].values()
+    return 100 * entry[protocol]["metrics"][key]
+
+
+def _mean_std(values: list[float], signed: bool = False) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{'+' if signed else ''}.2f} ± {spread:.2f}"
+
+
+def arm_table(
+    reports: dict[str, dict[str, Any]], arms: Sequence[str], seeds: Sequence[int], protocol: str
+) -> list[str]:
+    """Markdown rows: mean ± std over seeds per arm (and the pixel floor), for one protocol."""
+    lines = [f"| Arm ({protocol}) | Seeds | " + " | ".join(label for label, _ in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]  # fmt: skip
+    for arm in [*arms, PIXELS]:
+        runs = [reports[f"{arm}_seed{seed}"] for seed in seeds if f"{arm}_seed{seed}" in reports]
+        if runs:
+            cells = [_mean_std([metric(run, protocol, key) for run in runs]) for _, key in METRICS]
+            lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(reports: dict[str, dict[str, Any]], seeds: Sequence[int], protocol: str) -> list[str]:
+    """Markdown rows: GH minus its base, paired by seed, mean ± std over the seeds both finished."""
+    lines = [f"| Pair ({protocol}) | Seeds | " + " | ".join(label for label, _ in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]  # fmt: skip
+    for label, base, with_gh in PAIRS:
+        pairs = [(reports[f"{base}_seed{s}"], reports[f"{with_gh}_seed{s}"]) for s in seeds
+                 if f"{base}_seed{s}" in reports and f"{with_gh}_seed{s}" in reports]  # fmt: skip
+        if pairs:
+            cells = [
+                _mean_std(
+                    [metric(g, protocol, key) - metric(b, protocol, key) for b, g in pairs], signed=True
+                )
+                for _, key in METRICS
+            ]
+            lines.append(f"| {label} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summarise(experiment: Experiment) -> str:
+    """summary.md: per-arm means, paired GH differences and the prior diagnostics of every run."""
+    reports = load_reports(experiment)
+    seeds = sorted({int(name.rsplit("_seed", 1)[1]) for name in reports})
+    arms = [arm for arm in ARMS if any(f"{arm}_seed{seed}" in reports for seed in seeds)]
+    lines: list[str] = []
+    for protocol in experiment.protocols.split(","):
+        lines += [*arm_table(reports, arms, seeds, protocol), ""]
+    lines += ["mean ± sample standard deviation over seeds, in %; pixels: flattened normalised images.", ""]
+    for protocol in experiment.protocols.split(","):
+        lines += [*paired_table(reports, seeds, protocol), ""]
+    lines += ["GH minus the same base without GH, paired by seed (same split, data order, views and LR), "
+              "in points; Std: lower is more balanced.", ""]  # fmt: skip
+    run_dirs = {name: experiment.run_dir(name) for name in reports if not name.startswith(PIXELS)}
+    lines += diagnostics_table(run_dirs)
+    return "\n".join(lines) + "\n"
+
+
+DIAGNOSTICS = (
+    ("TV(estimate, classes)", "estimate_tv_to_classes"),
+    ("TV(prior used, classes)", "prior_tv_to_classes"),
+    ("anchor purity", "anchor_purity_mean"),
+    ("anchors occupied", "anchors_occupied"),
+)
+
+
+def diagnostics_table(run_dirs: dict[str, Path]) -> list[str]:
+    """Markdown rows: each GH run's prior diagnostics at its first and last refresh (log.jsonl)."""
+    from gh_hf.training.prior import read_refreshes
+
+    lines = ["Prior diagnostics of each GH run, first -> last refresh (from the score bank's argmax):", "",
+             "| Run | Refreshes | " + " | ".join(label for label, _ in DIAGNOSTICS) + " |",
+             "|---|---:|" + "---:|" * len(DIAGNOSTICS)]  # fmt: skip
+    for name, run_dir in run_dirs.items():
+        refreshes = read_refreshes(run_dir / "log.jsonl") if (run_dir / "log.jsonl").exists() else []
+        if "_gh" not in name or not refreshes:
+            continue
+        first, last = refreshes[0], refreshes[-1]
+        cells = [f"{_format(first.get(key))} -> {_format(last.get(key))}" for _, key in DIAGNOSTICS]
+        lines.append(f"| {name} | {len(refreshes)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def write_summary(experiment: Experiment) -> str:
+    """Writes summary.md and commands.md under results_dir; returns the summary."""
+    from gh_hf.hub.run_info import source_revision
+
+    results = ROOT / experiment.results_dir
+    summary = summarise(experiment)
+    (results / "summary.md").write_text(summary)
+    commands = results / "commands.md"
+    previous = commands.read_text() if commands.exists() and experiment.reuse else ""
+    new = "\n".join(experiment.commands)
+    commands.write_text(
+        (previous or "Commands of `make experiment` (paths relative to the repository root).\n")
+        + f"\ngh_hf revision: {source_revision(str(ROOT))}\n\n```\n{new}\n```\n"
+    )
+    return summary
+
+
+def write_seed_reports(experiment: Experiment) -> None:
+    """results_dir/seed<s>/: one merged benchmark report, table and per-class figure per seed."""
+    from gh_hf.evaluation import write_outputs
+
+    reports = load_reports(experiment)
+    for seed in sorted({int(name.rsplit("_seed", 1)[1]) for name in reports}):
+        runs = [report for name, report in reports.items() if name.endswith(f"_seed{seed}")]
+        merged = {**runs[0], "results": {key: value for run in runs for key, value in run["results"].items()}}
+        write_outputs(merged, ROOT / experiment.results_dir / f"seed{seed}")
+
+
+def run_experiment(experiment: Experiment) -> str:
+    """Runs every seed (seed-major: an interrupted experiment has every arm of the first seeds)."""
+    for seed in experiment.seeds:
+        run_seed(experiment, seed)
+    write_seed_reports(experiment)
+    return write_summary(experiment)

@@ -1,0 +1,60 @@
+"""`scripts/experiment.py` end to end on digits: runs kept, paired summary, diagnostics, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("--dataset digits --imbalance_ratio 10 --image_size 12 --projection_dim 16 --num_anchors 10 "
+        "--per_device_batch_size 64 --num_epochs 2 --gh_warmup_epochs 1 --gh_ramp_epochs 1 "
+        "--prior_every_epochs 1 --lr_warmup_epochs 0 --sinkhorn_iterations 50 --knn_at_end false "
+        "--checkpoint_every_epochs 0")  # fmt: skip
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "PYTHONPATH": str(ROOT)}  # fmt: skip
+
+
+def run_experiment(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "experiment.py"), "--preset", "demo", "--seeds", "0",
+               "--arms", "simclr,simclr_gh_known", "--linear_epochs", "3", "--protocols", "knn,linear",
+               "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "results"), "--extra", TINY,
+               *extra]  # fmt: skip
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
+    result = run_experiment(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = tmp_path / "results" / "runs"
+    assert sorted(path.name for path in runs.iterdir()) == [
+        "pixels_seed0",
+        "simclr_gh_known_seed0",
+        "simclr_seed0",
+    ]
+    known = runs / "simclr_gh_known_seed0"
+    assert {"log.jsonl", "training_args.json", "run_info.json", "benchmark.json", "prior.png"} <= {
+        path.name for path in known.iterdir()
+    }
+    args = json.loads((known / "training_args.json").read_text())
+    assert args["data"]["class_order"] == "permuted" and args["training"]["class_prior"].endswith(".json")
+    counts = json.loads((runs / "pixels_seed0" / "benchmark.json").read_text())["dataset"]["class_counts"]
+    assert (
+        counts
+        == json.loads((runs / "simclr_seed0" / "benchmark.json").read_text())["dataset"]["class_counts"]
+    )
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    for row in ("| simclr | 1 |", "| simclr_gh_known | 1 |", "| pixels | 1 |", "| SimCLR + GH (known prior) | 1 |",
+                "| simclr_gh_known_seed0 |"):  # fmt: skip
+        assert row in summary, summary
+    assert (tmp_path / "results" / "seed0" / "per_class_accuracy.png").exists()
+
+    again = run_experiment(tmp_path, "--reuse")  # everything kept: nothing is trained or benchmarked again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "scripts/pretrain.py" not in again.stdout and "scripts/benchmark.py" not in again.stdout
+    assert (tmp_path / "results" / "summary.md").read_text() == summary
