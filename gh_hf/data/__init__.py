@@ -43,6 +43,7 @@ from .transforms import (
     build_eval_transform,
     build_pretrain_transform,
     default_normalization,
+    source_normalization,
     with_eval_transform,
     with_two_views,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "build_pretrain_transform",
     "default_max_per_class",
     "default_normalization",
+    "source_normalization",
     "get_class_counts",
     "get_split_metadata",
     "gh_hf_cache_dir",

@@ -28,10 +28,15 @@ DIGITS_SPLIT_SEED = 0
 GRAYSCALE_SOURCES = ("fashion_mnist", "digits")  # every other source is RGB
 
 
+def canonical_source_name(name: str) -> str:
+    """`name` as gh_hf's sources spell it ("Fashion-MNIST" -> "fashion_mnist"); other names as given."""
+    key = name.lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+
+
 def source_channels(name: str) -> int:
     """Channels of the images of source `name` (as `load_image_dataset` names it): 1 or 3."""
-    key = name.lower().replace("-", "_")
-    return 1 if _ALIASES.get(key, key) in GRAYSCALE_SOURCES else 3
+    return 1 if canonical_source_name(name) in GRAYSCALE_SOURCES else 3
 
 
 def load_image_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs) -> Dataset:

@@ -61,6 +61,15 @@ def default_normalization(name: str, in_chans: int) -> tuple[tuple[float, ...], 
     )
 
 
+def source_normalization(name: str, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`default_normalization` of a source, with ImageNet's statistics for folders and split files
+    (natural images whose own statistics gh_hf does not know)."""
+    try:
+        return default_normalization(name, in_chans)
+    except ValueError:
+        return default_normalization("imagenet", in_chans)
+
+
 def _check_in_chans(in_chans: int) -> None:
     if in_chans not in _MODES:
         raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")

@@ -188,14 +188,11 @@ def pixel_encoder(dataset_name: str, train: Dataset, image_size: int | None = No
     Returns:
         A `PixelEncoder`: features of C * image_size**2 values per image.
     """
-    from gh_hf.data import default_normalization
+    from gh_hf.data import source_normalization
 
     image = train[0]["image"]
     in_chans = 1 if image.mode in _GRAYSCALE_MODES else 3
-    try:
-        mean, std = default_normalization(dataset_name, in_chans)
-    except ValueError:  # the rule of gh_hf.training.trainer.build_config
-        mean, std = default_normalization("imagenet", in_chans)
+    mean, std = source_normalization(dataset_name, in_chans)
     return PixelEncoder(image_size or min(image.size), in_chans, mean, std)
 
 

@@ -19,6 +19,7 @@ from gh_hf.data import (
     make_long_tailed,
     with_two_views,
 )
+from gh_hf.data.sources import canonical_source_name
 from gh_hf.training.arguments import DataArguments, PretrainingArguments
 
 # Sources whose images all have one small size: decoded into memory by --view_pipeline auto.
@@ -99,7 +100,7 @@ def resolve_view_pipeline(data_args: DataArguments, ssl_method: str) -> str:
         )
     if choice != "auto":
         return choice
-    fixed_size = data_args.dataset.lower().replace("-", "_") in FIXED_SIZE_SOURCES
+    fixed_size = canonical_source_name(data_args.dataset) in FIXED_SIZE_SOURCES
     return "batched" if fixed_size and ssl_method != "bcl" else "per_image"
 
 

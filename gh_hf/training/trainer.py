@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
-from gh_hf.data import default_normalization
+from gh_hf.data import source_normalization
 from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
@@ -67,10 +67,7 @@ def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int
     """The model config of a run; raises ValueError naming a bad field before any data is loaded."""
     kwargs = model_args.config_kwargs()
     in_chans = kwargs.pop("in_chans") or source_channels(data_args.dataset)
-    try:
-        mean, std = default_normalization(data_args.dataset, in_chans)
-    except ValueError:  # a folder or split file of natural images: ImageNet statistics
-        mean, std = default_normalization("imagenet", in_chans)
+    mean, std = source_normalization(data_args.dataset, in_chans)
     return GHConfig(
         in_chans=in_chans, image_mean=list(mean), image_std=list(std), anchors_seed=seed, **kwargs
     )
