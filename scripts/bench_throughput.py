@@ -5,7 +5,8 @@ Runs the real training loop (loader, views, step; SimCLR + GH at full weight) of
 pipeline (PIL views in 2 DataLoader workers) and the batched pipeline (views of the whole batch on
 the model's device) in one process, in interleaved turns, plus the batched step alone on ready
 views ("model_only"), and prints images/s, the speed-up and each pipeline's data share of the step.
-`--arm NAME=ARGS` adds an arm, e.g. `--arm "compiled=--view_pipeline batched --compile true"`.
+`--arm NAME=ARGS` adds an arm, e.g. `--arm "compiled=--view_pipeline batched --compile true"`;
+`--common ARGS` goes to every arm (e.g. `--common "--mixed_precision bf16 --per_device_batch_size 512"`).
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--steps_per_turn", type=int, default=8)
     parser.add_argument("--arm", type=_arm, action="append", default=[], help="NAME=ARGS, repeatable.")
+    parser.add_argument("--common", default="", help="Arguments for every arm, e.g. '--image_size 32'.")
     parser.add_argument("--output", default="results/throughput_cpu.json")
     args = parser.parse_args(argv)
     arms = {**DEFAULT_ARMS, **dict(args.arm)}
-    report = compare_pipelines(args.preset, arms, args.turns, args.steps_per_turn)
+    report = compare_pipelines(args.preset, arms, args.turns, args.steps_per_turn, shlex.split(args.common))
     report["machine"] = {
         "platform": platform.platform(),
         "torch": torch.__version__,

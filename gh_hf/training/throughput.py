@@ -71,12 +71,14 @@ def compare_pipelines(
     arms: dict[str, list[str]] | None = None,
     turns: int = 5,
     steps_per_turn: int = 8,
+    common: list[str] | None = None,
 ) -> dict[str, Any]:
     """Images/s of each arm's real training loop, and of the batched arm's step alone.
 
     Args:
         preset: The pretraining preset every arm starts from.
         arms: name -> extra arguments; must include "batched" for the model-only rate.
+        common: Arguments for every arm (before the arm's own), e.g. a backbone or a batch size.
         turns: Rounds of interleaved turns (the median turn is reported).
         steps_per_turn: Training steps per turn.
 
@@ -87,7 +89,10 @@ def compare_pipelines(
     if "batched" not in arms:
         raise ValueError(f"arms must include 'batched' (for the model-only rate), got {sorted(arms)}")
     with tempfile.TemporaryDirectory() as root:
-        trainers = {name: build_trainer(preset, extra, f"{root}/{name}") for name, extra in arms.items()}
+        trainers = {
+            name: build_trainer(preset, [*(common or []), *extra], f"{root}/{name}")
+            for name, extra in arms.items()
+        }
         batch_size = trainers["batched"].args.per_device_batch_size
         seconds: dict[str, list[float]] = {name: [] for name in [*trainers, MODEL_ONLY]}
         for _ in range(turns):
@@ -108,6 +113,7 @@ def compare_pipelines(
         "batch_size": batch_size,
         "turns": turns,
         "steps_per_turn": steps_per_turn,
+        "common": common or [],
         "arms": arms,
         "results": results,
         "batched_over_per_image": results["per_image"]["step_s"] / results["batched"]["step_s"]

@@ -1,33 +1,22 @@
 #!/usr/bin/env bash
-# The GPU check of README "Performance": the GH/SimCLR step benchmark (ResNet-18, small-input
-# stem, 32x32, bf16, batch 512) and a short fashion_mnist_lt pretraining in bf16.
-# Usage: DATA=/path/to/fashion-mnist-idx OUT=results/gpu bash results/gpu/run_gpu_check.sh
+# The GPU check of README "Performance" (issue 13's GPU targets), one prepared script:
+#   1. the GH/SimCLR step benchmark (ResNet-18, small-input stem, 32x32, bf16, batch 512);
+#   2. the end-to-end throughput of the real training loop on the fashion_mnist_lt preset with that
+#      backbone: per-image views in 14 workers vs batched views on the GPU, eager vs torch.compile
+#      vs compile + channels_last, and the step alone (the data pipeline's share).
+# Usage (from the repository root): OUT=results/gpu bash results/gpu/run_gpu_check.sh
 set -euo pipefail
 OUT=${OUT:-results/gpu}
-DATA=${DATA:-/usr/share/datasets/fashion-mnist}
-WORKERS=${WORKERS:-12}
+WORKERS=${WORKERS:-14}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia_smi.txt"
 python3 scripts/bench_step.py --device cuda --backbone resnet18 --backbone_kwargs '{}' --in_chans 3 \
     --image_size 32 --num_anchors 100 --batch_size 512 --bf16 true --repeats 30 \
     --output "$OUT/bench_step_gpu.json" 2>&1 | tee "$OUT/bench_step_gpu.txt"
-python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no \
-    scripts/pretrain.py --preset fashion_mnist_lt --data_dir "$DATA" --backbone_kwargs '{}' --image_size 32 \
-    --per_device_batch_size 512 --num_epochs 3 --gh_warmup_epochs 1 --gh_ramp_epochs 1 --prior_every_epochs 1 \
-    --mixed_precision bf16 --dataloader_num_workers "$WORKERS" --checkpoint_every_epochs 0 --knn_at_end false \
-    --logging_steps 1 --output_dir /tmp/gpu_pretrain > "$OUT/pretrain.log" 2>&1 || { tail -30 "$OUT/pretrain.log"; exit 1; }
-python3 - "$OUT" <<'PY'
-import json, statistics, sys
-logs = [json.loads(line) for line in open("/tmp/gpu_pretrain/log.jsonl") if '"loss"' in line]
-rates = [entry["images_per_s"] for entry in logs[3:]]  # skip start-up steps
-warmup = [e["images_per_s"] for e in logs[3:] if e["gh_weight"] == 0]
-gh = [e["images_per_s"] for e in logs[3:] if e["gh_weight"] > 0]
-summary = {"steps": len(logs), "median_images_per_s": statistics.median(rates),
-           "median_images_per_s_ssl_only": statistics.median(warmup) if warmup else None,
-           "median_images_per_s_with_gh": statistics.median(gh) if gh else None,
-           "final_loss": logs[-1]["loss"]}
-json.dump(summary, open(f"{sys.argv[1]}/pretrain_summary.json", "w"), indent=2)
-print(summary)
-PY
-cp /tmp/gpu_pretrain/log.jsonl "$OUT/pretrain_log.jsonl"
+python3 scripts/bench_throughput.py --preset fashion_mnist_lt --turns 3 --steps_per_turn 10 \
+    --common "--backbone_kwargs {} --image_size 32 --in_chans 3 --per_device_batch_size 512 --mixed_precision bf16" \
+    --arm "per_image=--view_pipeline per_image --dataloader_num_workers $WORKERS" \
+    --arm "batched_compile=--view_pipeline batched --compile true" \
+    --arm "batched_compile_cl=--view_pipeline batched --compile true --channels_last true" \
+    --output "$OUT/throughput_gpu.json" 2>&1 | grep -v "it/s" | tee "$OUT/throughput_gpu.txt"
