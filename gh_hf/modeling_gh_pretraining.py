@@ -99,7 +99,7 @@ class GHForPreTraining(GHPreTrainedModel):
         self.register_buffer("class_prior", torch.full((config.num_anchors,), 1.0 / config.num_anchors))
         self.gh_loss_fn = GHLoss(
             epsilon=config.sinkhorn_epsilon,
-            sinkhorn_iters=config.sinkhorn_iterations,
+            sinkhorn_iterations=config.sinkhorn_iterations,
             temperature=config.gh_temperature,
             gather_distributed=True,
             sinkhorn_tolerance=config.sinkhorn_tolerance,

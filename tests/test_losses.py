@@ -74,7 +74,7 @@ def _long_tailed_prior(k):
 
 def test_sinkhorn_marginals_with_non_uniform_prior():
     scores, prior = _scores(64, 10), _long_tailed_prior(10)
-    allocation = sinkhorn(scores, prior, epsilon=0.05, num_iters=300)
+    allocation = sinkhorn(scores, prior, epsilon=0.05, iterations=300)
     assert allocation.dtype == torch.float32
     torch.testing.assert_close(allocation.sum(1), torch.ones(64), atol=1e-5, rtol=0)
     torch.testing.assert_close(allocation.sum(0) / 64, prior / prior.sum(), atol=1e-5, rtol=0)
@@ -97,7 +97,7 @@ def test_sinkhorn_is_finite_at_small_epsilon_and_bf16(dtype):
     scores[0] = torch.nn.functional.one_hot(torch.tensor(3), 100)  # a score of 1: exp(1/0.01) overflows
     assert torch.isinf(torch.exp(scores / 0.01)).any()
     scores = scores.to(dtype)
-    allocation = sinkhorn(scores, torch.ones(100), epsilon=0.01, num_iters=300)
+    allocation = sinkhorn(scores, torch.ones(100), epsilon=0.01, iterations=300)
     assert torch.isfinite(allocation).all()
     assert allocation.dtype == torch.float32
     torch.testing.assert_close(allocation.sum(1), torch.ones(128), atol=1e-5, rtol=0)
@@ -156,7 +156,7 @@ def _reference_gh_loss(s1, s2, prior, epsilon, iters, temperature):
 
 def test_gh_loss_matches_reference():
     s1, s2, prior = _scores(16, 6, 1), _scores(16, 6, 2), _long_tailed_prior(6)
-    value = GHLoss(epsilon=0.05, sinkhorn_iters=300, temperature=0.1)(s1, s2, prior)
+    value = GHLoss(epsilon=0.05, sinkhorn_iterations=300, temperature=0.1)(s1, s2, prior)
     assert value.item() == pytest.approx(_reference_gh_loss(s1, s2, prior, 0.05, 300, 0.1), rel=1e-5)
 
 
@@ -194,7 +194,7 @@ def test_gh_loss_gradient_treats_allocation_as_constant():
     ("kwargs", "field"),
     [
         ({"epsilon": 0}, "epsilon"),
-        ({"sinkhorn_iters": 0}, "sinkhorn_iters"),
+        ({"sinkhorn_iterations": 0}, "sinkhorn_iterations"),
         ({"temperature": -1}, "temperature"),
     ],
 )

@@ -33,11 +33,12 @@ class GHLoss(torch.nn.Module):
 
     Called as ``loss(scores_1, scores_2, prior)`` with (N, K) anchor scores of two views and the
     (K,) anchor prior pi; each view's surrogate labels come from Sinkhorn (no gradient) and
-    supervise the other view's softmax.
+    supervise the other view's softmax. After each allocation, `last_sinkhorn_iterations` holds
+    the number of Sinkhorn iterations it ran (0 before the first), for the training logs.
 
     Args:
         epsilon: Sinkhorn entropic regularisation (> 0).
-        sinkhorn_iters: Sinkhorn iterations (>= 1).
+        sinkhorn_iterations: the most Sinkhorn iterations (>= 1).
         temperature: softmax temperature gamma of the swapped prediction (> 0).
         gather_distributed: run Sinkhorn over the global batch of all processes.
         sinkhorn_tolerance: Sinkhorn's early-stopping tolerance on the column marginals (0: off).
@@ -46,7 +47,7 @@ class GHLoss(torch.nn.Module):
     def __init__(
         self,
         epsilon: float = 0.05,
-        sinkhorn_iters: int = 300,
+        sinkhorn_iterations: int = 300,
         temperature: float = 0.1,
         gather_distributed: bool = False,
         sinkhorn_tolerance: float = 1e-6,
@@ -54,23 +55,31 @@ class GHLoss(torch.nn.Module):
         super().__init__()
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}.")
-        if not (isinstance(sinkhorn_iters, int) and sinkhorn_iters >= 1):
-            raise ValueError(f"sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters}.")
+        if not (isinstance(sinkhorn_iterations, int) and sinkhorn_iterations >= 1):
+            raise ValueError(f"sinkhorn_iterations must be an integer >= 1, got {sinkhorn_iterations}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         if sinkhorn_tolerance < 0:
             raise ValueError(f"sinkhorn_tolerance must be >= 0, got {sinkhorn_tolerance}.")
-        self.sinkhorn_tolerance = sinkhorn_tolerance
         self.epsilon = epsilon
-        self.sinkhorn_iters = sinkhorn_iters
+        self.sinkhorn_iterations = sinkhorn_iterations
         self.temperature = temperature
         self.gather_distributed = gather_distributed
+        self.sinkhorn_tolerance = sinkhorn_tolerance
+        self.last_sinkhorn_iterations = 0
 
     def allocate(self, scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """Surrogate labels q: (N, K) for one view, or (V, N, K) for V views solved together."""
-        return sinkhorn(
-            scores, prior, self.epsilon, self.sinkhorn_iters, self.gather_distributed, self.sinkhorn_tolerance
+        allocation, self.last_sinkhorn_iterations = sinkhorn(
+            scores,
+            prior,
+            self.epsilon,
+            self.sinkhorn_iterations,
+            self.gather_distributed,
+            self.sinkhorn_tolerance,
+            return_iterations=True,
         )
+        return allocation
 
     def forward(self, scores_1: torch.Tensor, scores_2: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         allocation_1, allocation_2 = self.allocate(torch.stack([scores_1, scores_2]), prior)

@@ -358,6 +358,9 @@ class Pretrainer:
             "loss": loss,
             "ssl_loss": ssl_loss,
             "gh_loss": gh_loss,
+            "sinkhorn_iterations": self.unwrapped().gh_loss_fn.last_sinkhorn_iterations
+            if out.gh_loss is not None
+            else 0,
             "lr": lr,
             "gh_weight": gh_weight,
             "epoch": epoch,

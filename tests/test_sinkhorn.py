@@ -1,0 +1,104 @@
+"""Sinkhorn's per-device kernels and its iteration count, against the float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gh_hf.losses import GHLoss, sinkhorn
+from gh_hf.losses.sinkhorn import _sinkhorn_graphed, _sinkhorn_matvec
+from gh_hf.training.paper_reference import paper_bank_update, paper_sinkhorn
+from gh_hf.training.step_benchmark import peaked_scores, scores_needing
+from tests.test_losses import _long_tailed_prior, _reference_sinkhorn, _scores
+
+
+def _column_error(allocation, prior):
+    """max_k |column mass_k - prior_k| of an (N, K) allocation q = N Q."""
+    return (
+        (allocation.double().sum(0) / allocation.shape[0] - prior.double() / prior.sum()).abs().max().item()
+    )
+
+
+@pytest.mark.parametrize("iterations", [1, 7, 300])
+def test_matvec_kernel_matches_reference_on_single_and_stacked_views(iterations):
+    views, prior = [_scores(48, 9, seed) for seed in (4, 5)], _long_tailed_prior(9)
+    # sinkhorn shifts each row's scores by its maximum before the first iteration (the shift is
+    # absorbed in u, so only converged runs are shift-free): iterate by iterate, the reference
+    # on the shifted scores is the same algorithm
+    shifted = [view - view.amax(dim=-1, keepdim=True) for view in views]
+    expected = [_reference_sinkhorn(view, prior, 0.05, iterations).float() for view in shifted]
+    single, count = sinkhorn(views[0], prior, 0.05, iterations, tolerance=0.0, return_iterations=True)
+    assert count == iterations
+    torch.testing.assert_close(single, expected[0], atol=1e-5, rtol=1e-4)
+    stacked = sinkhorn(torch.stack(views), prior, 0.05, iterations, tolerance=0.0)
+    torch.testing.assert_close(stacked, torch.stack(expected), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1e-6])
+def test_matvec_kernel_matches_batched_graph_kernel(tolerance):
+    # The GPU path (batched products, CUDA graph) runs eagerly on CPU: both must agree, count included.
+    scores = torch.stack([peaked_scores(200, 12, 1.5, seed=seed) for seed in (1, 2)])
+    prior = _long_tailed_prior(12)
+    prior = prior / prior.sum()
+    log_kernel = scores / 0.05
+    kernel = (log_kernel - log_kernel.amax(dim=-1, keepdim=True)).exp()
+    matvec, matvec_count = _sinkhorn_matvec(kernel, prior, 300, tolerance)
+    graphed, graphed_count = _sinkhorn_graphed(kernel, prior, 300, tolerance)
+    assert matvec_count == graphed_count
+    assert (matvec_count < 300) == (tolerance > 0)
+    torch.testing.assert_close(matvec, graphed, atol=1e-5, rtol=1e-4)
+
+
+def test_iteration_count_is_the_first_check_that_meets_the_tolerance():
+    scores, prior = peaked_scores(128, 10, 1.0, seed=3), _long_tailed_prior(10)
+    allocation, count = sinkhorn(scores, prior, 0.05, 300, tolerance=1e-6, return_iterations=True)
+    assert count % 10 == 0 and 10 < count < 300
+    assert _column_error(allocation, prior) <= 2e-6  # float32 summation adds ~1e-6
+    # the previous check (count - 10 iterations) had not converged yet: the stop is not late
+    shifted = scores - scores.amax(dim=-1, keepdim=True)  # as sinkhorn does, see above
+    assert _column_error(_reference_sinkhorn(shifted, prior, 0.05, count - 10), prior) > 1e-6
+    expected = _reference_sinkhorn(shifted, prior, 0.05, count).float()
+    torch.testing.assert_close(allocation, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_log_domain_reports_its_iterations():
+    scores, prior = _scores(32, 8, seed=6), _long_tailed_prior(8)
+    _, count = sinkhorn(scores, prior, 0.01, 37, tolerance=0.0, return_iterations=True)
+    assert count == 37
+    allocation, count = sinkhorn(scores, prior, 0.01, 3000, return_iterations=True)
+    assert count % 10 == 0 and count < 3000
+    assert _column_error(allocation, prior) <= 2e-6
+
+
+def test_gh_loss_records_its_last_sinkhorn_iterations():
+    loss = GHLoss(sinkhorn_iterations=50, sinkhorn_tolerance=0.0)
+    assert loss.last_sinkhorn_iterations == 0
+    loss(_scores(16, 6, 1), _scores(16, 6, 2), torch.ones(6))
+    assert loss.last_sinkhorn_iterations == 50
+    scores = torch.stack([peaked_scores(64, 6, 1.0, seed=seed) for seed in (1, 2)])
+    loss = GHLoss()
+    loss(scores[0], scores[1], torch.ones(6))
+    _, expected = sinkhorn(scores, torch.ones(6), return_iterations=True)
+    assert loss.last_sinkhorn_iterations == expected > 10
+
+
+def test_paper_reference_computes_the_same_allocation():
+    scores, prior = _scores(40, 7, seed=7), _long_tailed_prior(7)
+    expected = _reference_sinkhorn(scores, prior, 0.05, 300).float()
+    torch.testing.assert_close(paper_sinkhorn(scores, prior, 0.05, 300), expected, atol=1e-5, rtol=1e-4)
+    bank, scores = torch.rand(10, 7), torch.rand(3, 7)
+    expected = bank.clone()
+    expected[[4, 1, 8]] = 0.9 * bank[[4, 1, 8]] + 0.1 * scores
+    paper_bank_update(bank, torch.tensor([4, 1, 8]), scores, 0.9)
+    torch.testing.assert_close(bank, expected)
+
+
+def test_peaked_scores_are_unit_rows_and_sharper_scores_need_more_iterations():
+    random, peaked = peaked_scores(256, 10, 0.0), peaked_scores(256, 10, 2.0)
+    torch.testing.assert_close(peaked.norm(dim=-1), torch.ones(256))
+    counts = [sinkhorn(s, torch.ones(10), return_iterations=True)[1] for s in (random, peaked)]
+    assert counts[0] < counts[1]
+    scores, count = scores_needing(100, 256, 10)
+    assert scores.shape == (2, 256, 10)
+    assert 100 <= count <= 130
+    assert sinkhorn(scores, torch.ones(10), return_iterations=True)[1] == count
