@@ -40,18 +40,24 @@ def build_trainer(preset: str, overrides: list[str], output_dir: str) -> Pretrai
 
 
 def time_turn(trainer: Pretrainer, steps: int) -> float:
-    """Seconds for `steps` training steps through the trainer's own loader (after one untimed step).
+    """Seconds for `steps` training steps through the trainer's own loader, at steady state.
 
-    A fresh iterator per turn starts the loader's workers anew, and the untimed first step lets
-    them fill their queues, so no arm's workers run during another arm's turn.
+    A fresh iterator per turn starts the loader's workers anew; the first steps, untimed, drain
+    the batches the workers prefetched while starting (prefetch_factor x workers), so the timed
+    steps see the pipeline's steady rate. Deleting the iterator stops the workers, so no arm's
+    workers run during another arm's turn.
     """
-    batches = iter(trainer.loader)
-    trainer.training_step(next(batches))
+    loader = trainer.loader
+    workers = loader.num_workers
+    untimed = 1 + (workers * (loader.prefetch_factor or 2) if workers else 0)
+    batches = iter(loader)
+    for batch in islice(batches, untimed):
+        trainer.training_step(batch)
     start = time.perf_counter()
     for batch in islice(batches, steps):
         trainer.training_step(batch)
     elapsed = time.perf_counter() - start
-    del batches  # shuts the workers down before the next arm's turn
+    del batches
     return elapsed
 
 
@@ -95,10 +101,13 @@ def compare_pipelines(
         }
         batch_size = trainers["batched"].args.per_device_batch_size
         seconds: dict[str, list[float]] = {name: [] for name in [*trainers, MODEL_ONLY]}
-        for _ in range(turns):
-            for name, trainer in trainers.items():
-                seconds[name].append(time_turn(trainer, steps_per_turn))
-            seconds[MODEL_ONLY].append(time_model_only(trainers["batched"], steps_per_turn))
+        order = list(seconds)
+        for turn in range(turns):
+            for name in order[turn % len(order) :] + order[: turn % len(order)]:  # rotate who goes first
+                if name == MODEL_ONLY:
+                    seconds[name].append(time_model_only(trainers["batched"], steps_per_turn))
+                else:
+                    seconds[name].append(time_turn(trainers[name], steps_per_turn))
     step_s = {name: statistics.median(values) / steps_per_turn for name, values in seconds.items()}
     results = {
         name: {
@@ -115,6 +124,7 @@ def compare_pipelines(
         "steps_per_turn": steps_per_turn,
         "common": common or [],
         "arms": arms,
+        "turn_seconds": seconds,
         "results": results,
         "batched_over_per_image": results["per_image"]["step_s"] / results["batched"]["step_s"]
         if "per_image" in results
