@@ -187,9 +187,12 @@ def _count(value: Any) -> str:
 
 
 def _schedule(training: dict[str, Any], use_gh: bool) -> str:
-    schedule = training.get("lr_schedule", "auto")
-    if schedule == "auto":  # the trainer's rule (gh_hf.training.trainer.learning_rate_at)
-        schedule = "two_stage" if use_gh and training.get("gh_warmup_epochs", 0) > 0 else "cosine"
+    # Imported here: gh_hf.training imports gh_hf.hub (publishing at the end of a run).
+    from gh_hf.training.schedules import resolve_lr_schedule
+
+    schedule = resolve_lr_schedule(
+        training.get("lr_schedule", "auto"), use_gh, training.get("gh_warmup_epochs", 0)
+    )
     if schedule == "two_stage":
         return (
             f"two-stage cosine: {training['learning_rate']} to {training['gh_stage_learning_rate']} until epoch "

@@ -36,7 +36,12 @@ from gh_hf.training.prior import (
     resolve_bank_momenta,
     resolve_class_prior,
 )
-from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
+from gh_hf.training.schedules import (
+    gh_weight_at,
+    resolve_lr_schedule,
+    two_stage_cosine_lr,
+    warmup_cosine_lr,
+)
 from gh_hf.training.score_bank import ScoreBank
 
 logger = logging.getLogger(__name__)
@@ -74,10 +79,8 @@ def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int
 
 
 def learning_rate_at(epoch: float, args: PretrainingArguments, use_gh: bool) -> float:
-    schedule = args.lr_schedule
-    if schedule == "auto":
-        schedule = "two_stage" if use_gh and args.gh_warmup_epochs > 0 else "cosine"
-    if schedule == "two_stage":
+    """The learning rate at a (fractional) epoch, under the schedule `--lr_schedule` resolves to."""
+    if resolve_lr_schedule(args.lr_schedule, use_gh, args.gh_warmup_epochs) == "two_stage":
         return two_stage_cosine_lr(
             epoch,
             args.num_epochs,
