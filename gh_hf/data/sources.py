@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 
-from .fashion_mnist import load_fashion_mnist
+from .fashion_mnist import FASHION_MNIST_HUB_ID, load_fashion_mnist
 
 SPLITS = ("train", "test")
 # name -> (Hub repo id, image column, label column) of the Hub schema.
@@ -37,6 +37,14 @@ def canonical_source_name(name: str) -> str:
 def source_channels(name: str) -> int:
     """Channels of the images of source `name` (as `load_image_dataset` names it): 1 or 3."""
     return 1 if canonical_source_name(name) in GRAYSCALE_SOURCES else 3
+
+
+def source_hub_id(name: str) -> str | None:
+    """The Hub dataset id of source `name` when gh_hf loads it from the Hub (or mirrors it), else None."""
+    key = canonical_source_name(name)
+    if key == "fashion_mnist":
+        return FASHION_MNIST_HUB_ID
+    return HUB_SOURCES[key][0] if key in HUB_SOURCES else None
 
 
 def load_image_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs) -> Dataset:

@@ -19,13 +19,15 @@ from PIL import Image as PILImage
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from gh_hf.configuration_gh import IMAGENET_MEAN, IMAGENET_STD
+
 # name -> (per-channel mean, per-channel std) of images scaled to [0, 1].
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "digits": ((0.3052,), (0.3763,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 _STATS_ALIASES = {"imagenet_lt": "imagenet", "places_lt": "imagenet", "places": "imagenet"}
 RECIPES = ("cifar", "imagenet")
