@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .batched_views import BatchedTwoViews
-from .benchmark import measure_throughput
+from .loader_throughput import measure_throughput
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
     DataSourceNotFoundError,
