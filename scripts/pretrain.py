@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from gh_hf.data import DataSourceError, data_error_message
 from gh_hf.hub import HubPublishError
 from gh_hf.training import Pretrainer, parse_pretrain_args
 
@@ -19,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, HubPublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    encoder_dir = trainer.train()
+    try:  # data problems (a missing folder, a corrupt image) fail here, in one line too
+        encoder_dir = trainer.train()
+    except DataSourceError as error:
+        print(f"error: {data_error_message(error)}", file=sys.stderr)
+        return 2
     if trainer.accelerator.is_main_process:
         if trainer.final_metrics:
             print(

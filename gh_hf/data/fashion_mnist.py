@@ -18,6 +18,8 @@ from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
 
 from gh_hf.files import write_atomically
 
+from .errors import DataSourceNotFoundError
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
 FASHION_MNIST_CLASSES = [
@@ -35,10 +37,6 @@ FASHION_MNIST_CLASSES = [
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
 _CACHE_VERSION = "v1"
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
-
-
-class DataSourceNotFoundError(FileNotFoundError):
-    """Raised when a dataset's files are absent and no other source may be used."""
 
 
 def gh_hf_cache_dir() -> Path:

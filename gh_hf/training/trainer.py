@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
-from gh_hf.data import source_normalization
+from gh_hf.data import DataSourceError, source_normalization
 from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
@@ -152,9 +152,10 @@ class Pretrainer:
             accelerator.register_for_checkpointing(self.loss_memory)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} processes is larger than "
-                f"the training split ({len(self.train_dataset)} images): no full batch per epoch."
+            raise DataSourceError(
+                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} process(es) "
+                f"is larger than the training split ({len(self.train_dataset)} images): no full batch per "
+                "epoch; lower --per_device_batch_size"
             )
         self.bank_momenta = self.resolve_bank_momenta()
         if self.resume_path is not None:
