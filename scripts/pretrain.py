@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Pretrain a GH encoder: `accelerate launch scripts/pretrain.py [--preset NAME] [--config FILE] [--arg value ...]`.
+"""Pretrain a GH encoder.
+
+    accelerate launch scripts/pretrain.py [--preset NAME] [--config FILE] [--arg value ...]
 
 With no arguments this runs the `demo` preset (Fashion-MNIST-LT, narrow ResNet-18, SimCLR + GH).
 `python scripts/pretrain.py --help` lists every argument.
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(
             f"Encoder saved to {encoder_dir}. Load it with:\n"
-            f"  import gh_hf; from transformers import AutoModel; AutoModel.from_pretrained({str(encoder_dir)!r})"
+            "  import gh_hf; from transformers import AutoModel; "
+            f"AutoModel.from_pretrained({str(encoder_dir)!r})"
         )
     return 0
 

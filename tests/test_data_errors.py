@@ -16,9 +16,10 @@ from gh_hf.data import DataSourceError, data_error_message
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--image_size", "8", "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--projection_dim", "16",
-    "--num_anchors", "4", "--per_device_batch_size", "4", "--dataloader_num_workers", "0", "--num_epochs", "1",
-    "--gh_warmup_epochs", "0", "--sinkhorn_iterations", "10", "--knn_every_epochs", "0", "--knn_at_end", "false",
-    "--checkpoint_every_epochs", "0", "--push_to_hub", "false",
+    "--num_anchors", "4", "--per_device_batch_size", "4", "--dataloader_num_workers", "0",
+    "--num_epochs", "1", "--gh_warmup_epochs", "0", "--sinkhorn_iterations", "10",
+    "--knn_every_epochs", "0", "--knn_at_end", "false", "--checkpoint_every_epochs", "0",
+    "--push_to_hub", "false",
 ]  # fmt: skip
 
 
@@ -120,7 +121,8 @@ def test_benchmark_with_a_missing_encoder_folder(tmp_path):
 
 def test_data_error_message_strips_the_dataloader_worker_traceback():
     wrapped = DataSourceError(
-        "Caught DataSourceError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        "Caught DataSourceError in DataLoader worker process 0.\n"
+        "Original Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\ngh_hf.data.errors.DataSourceError: sample index 3: cannot decode x.png'
     )
     assert data_error_message(wrapped) == "sample index 3: cannot decode x.png"

@@ -58,7 +58,7 @@ def decode_image(value: Any, index: int) -> PILImage.Image:
 
 
 def undecoded_images(dataset: Any) -> Any:
-    """`dataset` with its `image` column left undecoded (decode with `decode_image`), if it is an `Image()`."""
+    """`dataset` with its `image` column, if an `Image()`, left undecoded (decode with `decode_image`)."""
     feature = dataset.features.get("image")
     if isinstance(feature, Image) and feature.decode:
         return dataset.cast_column("image", Image(decode=False))

@@ -164,7 +164,8 @@ def load_cifar(name: str, split: str, data_dir: str | None = None, **kwargs) -> 
         except ConnectionError as error:  # offline mode, or no network, and no cached copy
             raise DataSourceError(
                 f"--dataset {name}: cannot load the Hub dataset {repo_id} ({error}); run once online "
-                "(unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) to cache it, or pass --data_dir with a local copy"
+                "(unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) to cache it, or pass --data_dir with a local "
+                "copy"
             ) from None
     return to_common_schema(_pick_split(raw, split), image_column, label_column)
 

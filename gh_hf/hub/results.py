@@ -129,14 +129,18 @@ def load_results(
 def protocol_description(name: str, settings: dict[str, Any]) -> str:
     """One sentence naming a protocol and its settings, from results.json's "settings"."""
     if name == "knn":
-        return f"weighted k-NN classifier on the frozen features (k = {settings.get('k')}, cosine similarity, temperature {settings.get('temperature')})"
+        return (
+            f"weighted k-NN classifier on the frozen features (k = {settings.get('k')}, cosine similarity, "
+            f"temperature {settings.get('temperature')})"
+        )
     shots = settings.get("shots_per_class")
     subset = f"{shots} labelled images per class" if shots else "the labelled training images"
     norm = FEATURE_NORM_TEXT.get(settings.get("feature_norm"), f"{settings.get('feature_norm')} features")
     return (
-        f"linear classifier on the frozen features of {subset}: Adam, learning rate {settings.get('linear_lr')} "
-        f"decayed exponentially to {settings.get('linear_final_lr')} over {settings.get('linear_epochs')} epochs, "
-        f"weight decay {settings.get('linear_weight_decay')}, batch {settings.get('linear_batch_size')}, {norm}"
+        f"linear classifier on the frozen features of {subset}: Adam, learning rate "
+        f"{settings.get('linear_lr')} decayed exponentially to {settings.get('linear_final_lr')} over "
+        f"{settings.get('linear_epochs')} epochs, weight decay {settings.get('linear_weight_decay')}, "
+        f"batch {settings.get('linear_batch_size')}, {norm}"
     )
 
 

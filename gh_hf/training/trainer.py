@@ -153,9 +153,9 @@ class Pretrainer:
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise DataSourceError(
-                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} process(es) "
-                f"is larger than the training split ({len(self.train_dataset)} images): no full batch per "
-                "epoch; lower --per_device_batch_size"
+                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} "
+                f"process(es) is larger than the training split ({len(self.train_dataset)} images): "
+                "no full batch per epoch; lower --per_device_batch_size"
             )
         self.bank_momenta = self.resolve_bank_momenta()
         if self.resume_path is not None:
@@ -233,7 +233,7 @@ class Pretrainer:
         return None if (labels < 0).any() else labels
 
     def save_prior_figure(self) -> None:
-        """output_dir/prior.png: the sorted prior estimate of every refresh against the true class frequencies."""
+        """output_dir/prior.png: each refresh's sorted prior estimate against the true class frequencies."""
         log_path = self.output_dir / "log.jsonl"
         refreshes = read_refreshes(log_path) if log_path.is_file() else []
         if refreshes:
@@ -276,7 +276,8 @@ class Pretrainer:
             push_encoder(encoder_dir, self.args.hub_model_id, private=self.args.hub_private_repo)
         except HubPublishError as error:
             logger.error(
-                "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py --encoder %s --repo_id %s",
+                "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py "
+                "--encoder %s --repo_id %s",
                 error,
                 encoder_dir,
                 self.args.hub_model_id,
@@ -424,7 +425,7 @@ class Pretrainer:
         return metrics
 
     def export_encoder(self) -> Path:
-        """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts) on the main process."""
+        """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts): main process."""
         encoder_dir = self.output_dir / "encoder"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
