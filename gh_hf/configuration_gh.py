@@ -10,6 +10,8 @@ from typing import Any
 from transformers import PretrainedConfig
 
 SSL_METHODS = ("simclr", "focal", "sdclr", "bcl")
+# ImageNet's statistics. The training data layer reads them from here: this file is shipped with
+# every encoder and imports nothing of the package, so it is where the constant can live once.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

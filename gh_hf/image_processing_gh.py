@@ -45,6 +45,8 @@ class GHImageProcessor(PilBackend):
     num_channels = 3
     size = {"shortest_edge": 32}
     crop_size = {"height": 32, "width": 32}
+    # ImageNet's statistics, as in configuration_gh.IMAGENET_MEAN / IMAGENET_STD; a literal default
+    # (a class attribute transformers serialises) keeps this shipped file free of imports.
     image_mean = [0.485, 0.456, 0.406]
     image_std = [0.229, 0.224, 0.225]
     do_resize = True

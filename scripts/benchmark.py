@@ -15,17 +15,28 @@ import sys
 
 from transformers import HfArgumentParser
 
+from gh_hf.data import DataSourceError, data_error_message
 from gh_hf.evaluation import BenchmarkArguments, run_benchmark
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(BenchmarkArguments)
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(sys.argv[1])
-    else:
-        (args,) = parser.parse_args_into_dataclasses()
-    run_benchmark(args)
+    try:  # bad arguments fail here, before any data is loaded
+        if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+            (args,) = parser.parse_yaml_file(argv[0])
+        else:
+            (args,) = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:  # so do missing encoders and unreadable data, in one line too
+        run_benchmark(args)
+    except DataSourceError as error:
+        print(f"error: {data_error_message(error)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

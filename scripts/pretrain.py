@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Pretrain a GH encoder: `accelerate launch scripts/pretrain.py [--preset NAME] [--config FILE] [--arg value ...]`.
+"""Pretrain a GH encoder.
+
+    accelerate launch scripts/pretrain.py [--preset NAME] [--config FILE] [--arg value ...]
 
 With no arguments this runs the `demo` preset (Fashion-MNIST-LT, narrow ResNet-18, SimCLR + GH).
 `python scripts/pretrain.py --help` lists every argument.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from gh_hf.data import DataSourceError, data_error_message
 from gh_hf.hub import HubPublishError
 from gh_hf.training import Pretrainer, parse_pretrain_args
 
@@ -19,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, HubPublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    encoder_dir = trainer.train()
+    try:  # data problems (a missing folder, a corrupt image) fail here, in one line too
+        encoder_dir = trainer.train()
+    except DataSourceError as error:
+        print(f"error: {data_error_message(error)}", file=sys.stderr)
+        return 2
     if trainer.accelerator.is_main_process:
         if trainer.final_metrics:
             print(
@@ -28,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(
             f"Encoder saved to {encoder_dir}. Load it with:\n"
-            f"  import gh_hf; from transformers import AutoModel; AutoModel.from_pretrained({str(encoder_dir)!r})"
+            "  import gh_hf; from transformers import AutoModel; "
+            f"AutoModel.from_pretrained({str(encoder_dir)!r})"
         )
     return 0
 

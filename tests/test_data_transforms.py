@@ -19,6 +19,7 @@ from gh_hf.data import (
     build_eval_transform,
     build_pretrain_transform,
     default_normalization,
+    loader_throughput,
     measure_throughput,
     with_eval_transform,
     with_two_views,
@@ -184,9 +185,16 @@ def test_default_normalization():
         default_normalization("svhn", 3)
 
 
-def test_measure_throughput_counts_images():
+def test_measure_throughput_counts_the_timed_images(monkeypatch):
+    # A clock that advances 1 s per reading: the rate is exactly the number of timed images.
+    ticks = iter(range(100))
+    monkeypatch.setattr(loader_throughput.time, "perf_counter", lambda: float(next(ticks)))
     transform = TwoViewTransform(build_pretrain_transform(8, 3, MEAN3, STD3))
+    # 12 rows, batches of 4: the first batch is not timed, the next 2 are.
     rate = measure_throughput(image_dataset(), transform, batch_size=4, num_workers=0, num_batches=2)
-    assert rate > 0
+    assert rate == 8.0
+    # Asked for more batches than one pass holds: only the 2 that exist are timed.
+    rate = measure_throughput(image_dataset(), transform, batch_size=4, num_workers=0, num_batches=5)
+    assert rate == 8.0
     with pytest.raises(ValueError, match="num_batches must be >= 1, got 0"):
         measure_throughput(image_dataset(), transform, num_batches=0)

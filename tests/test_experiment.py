@@ -22,8 +22,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM
 def run_experiment(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "scripts" / "experiment.py"), "--preset", "demo", "--seeds", "0",
                "--arms", "simclr,simclr_gh_known", "--linear_epochs", "3", "--protocols", "knn,linear",
-               "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "results"), "--extra", TINY,
-               *extra]  # fmt: skip
+               "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "results"),
+               "--extra", TINY, *extra]  # fmt: skip
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
@@ -49,8 +49,8 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
         == json.loads((runs / "simclr_seed0" / "benchmark.json").read_text())["dataset"]["class_counts"]
     )
     summary = (tmp_path / "results" / "summary.md").read_text()
-    for row in ("| simclr | 1 |", "| simclr_gh_known | 1 |", "| pixels | 1 |", "| SimCLR + GH (known prior) | 1 |",
-                "| simclr_gh_known_seed0 |"):  # fmt: skip
+    for row in ("| simclr | 1 |", "| simclr_gh_known | 1 |", "| pixels | 1 |",
+                "| SimCLR + GH (known prior) | 1 |", "| simclr_gh_known_seed0 |"):  # fmt: skip
         assert row in summary, summary
     assert (tmp_path / "results" / "seed0" / "per_class_accuracy.png").exists()
 

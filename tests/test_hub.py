@@ -79,7 +79,8 @@ def _results_json(tmp_path: Path, key: str, with_figure: bool = True) -> Path:
     settings = {"protocol": "linear", "linear_epochs": 500, "linear_lr": 0.01, "linear_final_lr": 1e-6}
     report = {
         "dataset": {
-            "name": "digits", "class_counts": counts, "grouping": "thirds", "groups": class_groups(counts, "thirds"),
+            "name": "digits", "class_counts": counts, "grouping": "thirds",
+            "groups": class_groups(counts, "thirds"),
             "num_train": 1437, "num_test": 360, "class_names": [str(c) for c in range(10)],
         },
         "protocols": ["linear", "knn"],
@@ -87,9 +88,12 @@ def _results_json(tmp_path: Path, key: str, with_figure: bool = True) -> Path:
         "results": {
             key: {
                 "linear": {"metrics": {**linear, "per_class_accuracy": per_class}, "settings": settings},
-                "knn": {"metrics": {**knn, "per_class_accuracy": per_class}, "settings": {"protocol": "knn", "k": 200}},
+                "knn": {"metrics": {**knn, "per_class_accuracy": per_class},
+                        "settings": {"protocol": "knn", "k": 200}},
             },
-            "other/encoder": {"linear": {"metrics": {**linear, "accuracy": 0.1, "per_class_accuracy": [0.1] * 10}, "settings": settings}},
+            "other/encoder": {"linear": {"metrics": {**linear, "accuracy": 0.1,
+                                                     "per_class_accuracy": [0.1] * 10},
+                                         "settings": settings}},
         },
     }  # fmt: skip
     output = tmp_path / "bench"
@@ -376,7 +380,8 @@ def test_script_offline_fails_with_one_line_and_no_traceback(encoder_dir):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: cannot upload in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); unset it, or use --dry_run."
+        "error: cannot upload in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); unset it, "
+        "or use --dry_run."
     ]
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gh_hf.losses import GHLoss, NTXentLoss, focal_nt_xent, nt_xent, sinkhorn, swapped_prediction
+from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent, sinkhorn, swapped_prediction
 
 
 def _reference_nt_xent(z1, z2, temperature, gamma=None):
@@ -28,7 +28,7 @@ def _reference_nt_xent(z1, z2, temperature, gamma=None):
 def test_nt_xent_matches_reference():
     z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
     assert nt_xent(z1, z2, 0.2).item() == pytest.approx(_reference_nt_xent(z1, z2, 0.2), rel=1e-5)
-    assert NTXentLoss(0.5)(z1, z2).item() == pytest.approx(_reference_nt_xent(z1, z2, 0.5), rel=1e-5)
+    assert nt_xent(z1, z2, 0.5).item() == pytest.approx(_reference_nt_xent(z1, z2, 0.5), rel=1e-5)
 
 
 def test_per_sample_reduction_averages_each_images_two_views():
@@ -46,7 +46,6 @@ def test_focal_nt_xent_matches_reference():
     z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
     expected = _reference_nt_xent(z1, z2, 0.2, gamma=2.0)
     assert focal_nt_xent(z1, z2, 0.2, 2.0).item() == pytest.approx(expected, rel=1e-5)
-    assert NTXentLoss(0.2, focal_gamma=2.0)(z1, z2).item() == pytest.approx(expected, rel=1e-5)
     # gamma = 0 is plain NT-Xent.
     assert focal_nt_xent(z1, z2, 0.2, 0.0).item() == pytest.approx(nt_xent(z1, z2, 0.2).item(), rel=1e-6)
 
@@ -204,7 +203,8 @@ def test_gh_loss_validates_hyperparameters(kwargs, field):
 
 
 def test_nt_xent_validates_hyperparameters():
+    z = torch.randn(4, 3)
     with pytest.raises(ValueError, match="temperature"):
-        NTXentLoss(temperature=0)
-    with pytest.raises(ValueError, match="focal_gamma"):
-        NTXentLoss(focal_gamma=-1)
+        nt_xent(z, z, temperature=0)
+    with pytest.raises(ValueError, match="gamma"):
+        focal_nt_xent(z, z, 0.2, gamma=-1)

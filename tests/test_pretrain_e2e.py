@@ -20,8 +20,8 @@ TINY = [
     "--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
     "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--projection_dim", "16", "--num_anchors", "10",
     "--per_device_batch_size", "64", "--dataloader_num_workers", "0", "--num_epochs", "2",
-    "--gh_warmup_epochs", "1", "--gh_ramp_epochs", "1", "--prior_every_epochs", "1", "--lr_warmup_epochs", "0",
-    "--sinkhorn_iterations", "50", "--knn_at_end", "false", "--logging_steps", "1",
+    "--gh_warmup_epochs", "1", "--gh_ramp_epochs", "1", "--prior_every_epochs", "1",
+    "--lr_warmup_epochs", "0", "--sinkhorn_iterations", "50", "--knn_at_end", "false", "--logging_steps", "1",
 ]  # fmt: skip
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -32,8 +32,8 @@ def launch(args: list[str], processes: int = 1, **kwargs) -> subprocess.Complete
     launcher = (
         ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
     )
-    command = [*ACCELERATE, *launcher, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "scripts" / "pretrain.py"), *args]  # fmt: skip
+    command = [*ACCELERATE, *launcher, "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(ROOT / "scripts" / "pretrain.py"), *args]  # fmt: skip
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -47,7 +47,8 @@ import sys, torch, gh_hf
 from transformers import AutoModel
 encoder = AutoModel.from_pretrained(sys.argv[1]).eval()
 size = encoder.config.image_size
-print(type(encoder).__name__, tuple(encoder(torch.zeros(2, encoder.config.in_chans, size, size)).pooler_output.shape))
+pixels = torch.zeros(2, encoder.config.in_chans, size, size)
+print(type(encoder).__name__, tuple(encoder(pixels).pooler_output.shape))
 """
 
 
@@ -93,8 +94,9 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
     check(launch([*common, "--output_dir", str(tmp_path / "straight")]))
 
     interrupted = tmp_path / "interrupted"
-    command = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "scripts" / "pretrain.py"), *common, "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
+    command = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(ROOT / "scripts" / "pretrain.py"), *common,
+               "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
     process = subprocess.Popen(
         command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -155,7 +157,8 @@ def test_two_processes_train_and_checkpoint(tmp_path):
 @pytest.mark.parametrize("ssl_method", ["simclr", "focal", "sdclr", "bcl"])
 def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_method, use_gh):
     out = tmp_path / "run"
-    args = [*TINY, "--ssl_method", ssl_method, "--use_gh", use_gh, "--max_steps", "2", "--per_device_batch_size", "32",
+    args = [*TINY, "--ssl_method", ssl_method, "--use_gh", use_gh, "--max_steps", "2",
+            "--per_device_batch_size", "32",
             "--checkpoint_every_epochs", "0", "--output_dir", str(out)]  # fmt: skip
     check(launch(args, processes=2))
     loaded = subprocess.run(
@@ -171,8 +174,9 @@ def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_me
 
 def test_distributed_step_equals_single_process_on_global_batch(tmp_path):
     result_path = tmp_path / "result.json"
-    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", str(ROOT / "tests" / "scripts" / "distributed_step.py"), str(result_path)]  # fmt: skip
+    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "tests" / "scripts" / "distributed_step.py"), str(result_path)]  # fmt: skip
     check(subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600))
     result = json.loads(result_path.read_text())
     assert result["world"] == 2
@@ -215,7 +219,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
 
 def test_bad_argument_fails_fast_naming_it(tmp_path):
     started = time.time()
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--num_anchors", "1000", "--output_dir", str(tmp_path)],
+    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--num_anchors", "1000",
+               "--output_dir", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(command,
                             env=ENV, capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert "GHConfig.num_anchors=1000" in result.stderr and "Traceback" not in result.stderr

@@ -38,8 +38,9 @@ def test_compiled_model_keeps_gradients_and_weight_names(tmp_path):
 
 @pytest.mark.slow
 def test_throughput_benchmark_times_both_pipelines_and_the_step_alone():
-    common = ["--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12", "--projection_dim", "16",
-              "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--per_device_batch_size", "32"]  # fmt: skip
+    common = ["--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
+              "--projection_dim", "16", "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}',
+              "--per_device_batch_size", "32"]  # fmt: skip
     arms = {
         "per_image": [*common, "--view_pipeline", "per_image", "--dataloader_num_workers", "0"],
         "batched": [*common, "--view_pipeline", "batched"],

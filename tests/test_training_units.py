@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 
+from gh_hf.hub import card as card_module
 from gh_hf.training import (
     ScoreBank,
     available_presets,
@@ -17,6 +19,7 @@ from gh_hf.training import (
     warmup_cosine_lr,
 )
 from gh_hf.training import trainer as trainer_module
+from gh_hf.training.schedules import resolve_lr_schedule
 
 
 def test_presets_exist_and_parse():
@@ -130,6 +133,30 @@ def test_warmup_cosine_lr():
     assert warmup_cosine_lr(10, 100, 0.5, 10, 1e-6) == pytest.approx(0.5)
     assert warmup_cosine_lr(55, 100, 0.5, 10, 1e-6) == pytest.approx((0.5 + 1e-6) / 2)
     assert warmup_cosine_lr(100, 100, 0.5, 10, 1e-6) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize(
+    ("lr_schedule", "use_gh", "gh_warmup_epochs", "expected"),
+    [
+        ("auto", True, 500, "two_stage"),  # the paper's GH runs
+        ("auto", True, 0, "cosine"),  # GH from the start: no stage boundary
+        ("auto", False, 500, "cosine"),  # baselines
+        ("cosine", True, 500, "cosine"),
+        ("two_stage", False, 500, "two_stage"),
+    ],
+)
+def test_auto_lr_rule_in_the_trainer_and_the_model_card(lr_schedule, use_gh, gh_warmup_epochs, expected):
+    assert resolve_lr_schedule(lr_schedule, use_gh, gh_warmup_epochs) == expected
+    args = parse_pretrain_args(
+        ["--lr_schedule", lr_schedule, "--gh_warmup_epochs", str(gh_warmup_epochs), "--num_epochs", "1000",
+         "--learning_rate", "0.5", "--gh_stage_learning_rate", "0.3", "--lr_warmup_epochs", "10"]
+    )[2]  # fmt: skip
+    # Epoch 0: the two-stage schedule starts at the base LR, the baseline at 0 (linear warm-up).
+    assert trainer_module.learning_rate_at(0, args, use_gh) == (0.5 if expected == "two_stage" else 0.0)
+    card_text = card_module._schedule(asdict(args), use_gh)
+    assert card_text.startswith("two-stage cosine" if expected == "two_stage" else "cosine to")
+    with pytest.raises(ValueError, match="lr_schedule='step'"):
+        resolve_lr_schedule("step", True, 500)
 
 
 def test_two_stage_cosine_lr():

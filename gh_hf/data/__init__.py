@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from .batched_views import BatchedTwoViews
-from .benchmark import measure_throughput
+from .errors import DataSourceError, DataSourceNotFoundError, data_error_message
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
-    DataSourceNotFoundError,
     gh_hf_cache_dir,
     load_fashion_mnist,
     read_idx,
 )
 from .in_memory import DecodedImages, collate_batch, decode_images
+from .loader_throughput import measure_throughput
 from .long_tailed import (
     PROFILES,
     add_index_column,
@@ -60,7 +60,9 @@ __all__ = [
     "SOURCE_NAMES",
     "ConvertMode",
     "MemoryBoostedTwoViewTransform",
+    "DataSourceError",
     "DataSourceNotFoundError",
+    "data_error_message",
     "TwoViewTransform",
     "add_index_column",
     "balanced_subset",

@@ -11,12 +11,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
+
+from gh_hf.files import write_atomically
+
+from .errors import DataSourceNotFoundError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
@@ -35,10 +37,6 @@ FASHION_MNIST_CLASSES = [
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
 _CACHE_VERSION = "v1"
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
-
-
-class DataSourceNotFoundError(FileNotFoundError):
-    """Raised when a dataset's files are absent and no other source may be used."""
 
 
 def gh_hf_cache_dir() -> Path:
@@ -105,16 +103,6 @@ def _build_from_idx(images_path: Path, labels_path: Path) -> Dataset:
     return Dataset.from_dict({"image": list(images), "label": labels}, features=_features())
 
 
-def _save_atomically(dataset: Dataset, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    dataset.save_to_disk(str(staging))
-    try:
-        os.replace(staging, target)
-    except OSError:  # another process finished first; its copy is equally good
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _load_from_hub(split: str, **kwargs) -> Dataset:
     from datasets import load_dataset
 
@@ -150,5 +138,6 @@ def load_fashion_mnist(
         )
     target = _cache_path(Path(cache_dir) if cache_dir else gh_hf_cache_dir(), images_path, split)
     if not (target / "state.json").is_file():
-        _save_atomically(_build_from_idx(images_path, labels_path), target)
+        dataset = _build_from_idx(images_path, labels_path)
+        write_atomically(target, lambda staging: dataset.save_to_disk(str(staging)))
     return load_from_disk(str(target))

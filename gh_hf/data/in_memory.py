@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from .errors import decode_image, undecoded_images
 from .transforms import _MODES, _check_in_chans
 
 _DECODE_CHUNK = 1024
@@ -29,10 +30,12 @@ def decode_images(dataset: Dataset, in_chans: int, max_bytes: int | None = None)
 
     Raises:
         ValueError: The images differ in size, or the split is larger than `max_bytes`.
+        DataSourceError: An image cannot be decoded (the message names its file and row).
     """
     _check_in_chans(in_chans)
     mode = _MODES[in_chans]
-    first = np.asarray(dataset[0]["image"].convert(mode))
+    images_only = undecoded_images(dataset.select_columns(["image"]))
+    first = np.asarray(decode_image(images_only[0]["image"], 0).convert(mode))
     height, width = first.shape[:2]
     needed = len(dataset) * in_chans * height * width
     if max_bytes is not None and needed > max_bytes:
@@ -41,11 +44,10 @@ def decode_images(dataset: Dataset, in_chans: int, max_bytes: int | None = None)
             f"more than the {max_bytes / 2**20:.0f} MiB allowed in memory; use --view_pipeline per_image"
         )
     images = np.empty((len(dataset), height, width, in_chans), dtype=np.uint8)
-    images_only = dataset.select_columns(["image"])
     for start in tqdm(range(0, len(dataset), _DECODE_CHUNK), desc="decoding images", leave=False):
         chunk = images_only[start : start + _DECODE_CHUNK]["image"]
         for offset, image in enumerate(chunk):
-            pixels = np.asarray(image.convert(mode))
+            pixels = np.asarray(decode_image(image, start + offset).convert(mode))
             if pixels.shape[:2] != (height, width):
                 raise ValueError(
                     f"image {start + offset} is {pixels.shape[0]}x{pixels.shape[1]}, the first is "

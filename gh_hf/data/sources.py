@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 
-from .fashion_mnist import load_fashion_mnist
+from .errors import DataSourceError, DataSourceNotFoundError
+from .fashion_mnist import FASHION_MNIST_HUB_ID, load_fashion_mnist
 
 SPLITS = ("train", "test")
 # name -> (Hub repo id, image column, label column) of the Hub schema.
@@ -37,6 +38,14 @@ def canonical_source_name(name: str) -> str:
 def source_channels(name: str) -> int:
     """Channels of the images of source `name` (as `load_image_dataset` names it): 1 or 3."""
     return 1 if canonical_source_name(name) in GRAYSCALE_SOURCES else 3
+
+
+def source_hub_id(name: str) -> str | None:
+    """The Hub dataset id of source `name` when gh_hf loads it from the Hub (or mirrors it), else None."""
+    key = canonical_source_name(name)
+    if key == "fashion_mnist":
+        return FASHION_MNIST_HUB_ID
+    return HUB_SOURCES[key][0] if key in HUB_SOURCES else None
 
 
 def load_image_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs) -> Dataset:
@@ -150,7 +159,14 @@ def load_cifar(name: str, split: str, data_dir: str | None = None, **kwargs) -> 
     if data_dir is not None:
         raw = _load_local_copy(data_dir, split, **kwargs)
     else:
-        raw = _load_hub_dataset(repo_id, split, **kwargs)
+        try:
+            raw = _load_hub_dataset(repo_id, split, **kwargs)
+        except ConnectionError as error:  # offline mode, or no network, and no cached copy
+            raise DataSourceError(
+                f"--dataset {name}: cannot load the Hub dataset {repo_id} ({error}); run once online "
+                "(unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) to cache it, or pass --data_dir with a local "
+                "copy"
+            ) from None
     return to_common_schema(_pick_split(raw, split), image_column, label_column)
 
 
@@ -200,7 +216,9 @@ def load_image_folder(folder: str, split: str = "train", **kwargs) -> Dataset:
         The split with columns `image` and `label`.
     """
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise DataSourceNotFoundError(
+            f"image folder not found: {folder}; pass --data_dir with a folder of one sub-folder per class"
+        )
     splits = load_dataset("imagefolder", data_dir=folder, **kwargs)
     dataset = _pick_split(splits, split)
     if "label" not in dataset.column_names:
@@ -219,11 +237,14 @@ def _parse_split_file(split_file: str) -> tuple[list[str], list[int]]:
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{split_file}:{line_number}: expected 'relative/path label', got {line!r}")
+                raise DataSourceError(
+                    f"{split_file}:{line_number}: expected 'relative/path label' (an integer label), got "
+                    f"{line.rstrip()!r}; fix or remove that line"
+                )
             paths.append(parts[0])
             labels.append(int(parts[1]))
     if not paths:
-        raise ValueError(f"split file {split_file} lists no images")
+        raise DataSourceError(f"split file {split_file} lists no images; give a file with 'path label' lines")
     return paths, labels
 
 
@@ -238,7 +259,9 @@ def split_file_class_counts(split_file: str, num_classes: int | None = None) -> 
         counts[c] = number of lines with label c, for c in 0..C-1.
     """
     if not os.path.isfile(split_file):
-        raise FileNotFoundError(f"split file not found: {split_file}")
+        raise DataSourceNotFoundError(
+            f"split file not found: {split_file}; check the --*split_file argument that names it"
+        )
     _, labels = _parse_split_file(split_file)
     num_classes = _class_label(labels, None, num_classes).num_classes
     counts = [0] * num_classes
@@ -249,12 +272,12 @@ def split_file_class_counts(split_file: str, num_classes: int | None = None) -> 
 
 def _class_label(labels: list[int], class_names: list[str] | None, num_classes: int | None) -> ClassLabel:
     if min(labels) < 0:
-        raise ValueError(f"labels must be >= 0; the split file has label {min(labels)}")
+        raise DataSourceError(f"labels must be >= 0; the split file has label {min(labels)}")
     if class_names is not None:
         num_classes = len(class_names)
     num_classes = num_classes if num_classes is not None else max(labels) + 1
     if max(labels) >= num_classes:
-        raise ValueError(f"num_classes={num_classes} but the split file has label {max(labels)}")
+        raise DataSourceError(f"num_classes={num_classes} but the split file has label {max(labels)}")
     return ClassLabel(names=list(class_names) if class_names else [str(c) for c in range(num_classes)])
 
 
@@ -280,19 +303,22 @@ def load_split_file(
         The split with columns `image` and `label`.
 
     Raises:
-        FileNotFoundError: The split file or (with `check_files`) an image is missing.
+        DataSourceNotFoundError: The split file or (with `check_files`) an image is missing.
+        DataSourceError: A line of the split file is not "path label".
     """
     if not os.path.isfile(split_file):
-        raise FileNotFoundError(f"split file not found: {split_file}")
+        raise DataSourceNotFoundError(
+            f"split file not found: {split_file}; check the --*split_file argument that names it"
+        )
     root = Path(image_root) if image_root is not None else Path(split_file).parent
     relative, labels = _parse_split_file(split_file)
     paths = [str(root / path) for path in relative]
     if check_files:
         missing = [path for path in paths if not os.path.isfile(path)]
         if missing:
-            raise FileNotFoundError(
+            raise DataSourceNotFoundError(
                 f"{len(missing)} image(s) listed in {split_file} not found under image_root={root}; "
-                f"first missing: {missing[0]}"
+                f"first missing: {missing[0]}; check --image_root"
             )
     features = Features({"image": Image(), "label": _class_label(labels, class_names, num_classes)})
     return Dataset.from_dict({"image": paths, "label": labels}, features=features)

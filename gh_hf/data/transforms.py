@@ -19,13 +19,17 @@ from PIL import Image as PILImage
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from gh_hf.configuration_gh import IMAGENET_MEAN, IMAGENET_STD
+
+from .errors import decode_image, undecoded_images
+
 # name -> (per-channel mean, per-channel std) of images scaled to [0, 1].
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "digits": ((0.3052,), (0.3763,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 _STATS_ALIASES = {"imagenet_lt": "imagenet", "places_lt": "imagenet", "places": "imagenet"}
 RECIPES = ("cifar", "imagenet")
@@ -343,7 +347,8 @@ class _TwoViewBatch:
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         epoch = self.transform.epoch  # read once: one batch, one epoch
         indices = [int(i) for i in batch["index"]]
-        views = [self.transform(image, i, epoch) for image, i in zip(batch["image"], indices, strict=True)]
+        images = [decode_image(value, i) for value, i in zip(batch["image"], indices, strict=True)]
+        views = [self.transform(image, i, epoch) for image, i in zip(images, indices, strict=True)]
         return {"pixel_values": views, "label": [int(y) for y in batch["label"]], "index": indices}
 
 
@@ -375,7 +380,9 @@ def with_two_views(dataset: Dataset, transform: TwoViewTransform) -> Dataset:
         A formatted view of `dataset` (the input is not modified).
     """
     _require_columns(dataset, ("image", "label", "index"))
-    return dataset.with_transform(_TwoViewBatch(transform), columns=["image", "label", "index"])
+    # Decoded in the batch function, so that a corrupt image is named with its path and sample index.
+    undecoded = undecoded_images(dataset)
+    return undecoded.with_transform(_TwoViewBatch(transform), columns=["image", "label", "index"])
 
 
 def with_eval_transform(dataset: Dataset, transform: Callable[[PILImage.Image], torch.Tensor]) -> Dataset:

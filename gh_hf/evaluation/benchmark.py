@@ -196,6 +196,32 @@ def pixel_encoder(dataset_name: str, train: Dataset, image_size: int | None = No
     return PixelEncoder(image_size or min(image.size), in_chans, mean, std)
 
 
+def check_encoder_reference(encoder: str) -> None:
+    """Raises DataSourceError if `encoder` is neither "pixels", an existing folder nor a loadable Hub id.
+
+    A path that does not exist would otherwise reach the Hub client as a malformed repo id.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from gh_hf.data import DataSourceError
+
+    if encoder == PIXELS or Path(encoder).is_dir():
+        return
+    try:
+        validate_repo_id(encoder)
+    except HFValidationError:
+        looks_like = "is not a folder (nor a Hub id 'namespace/name')"
+    else:
+        if not constants.HF_HUB_OFFLINE:
+            return
+        looks_like = "is not a folder, and HF_HUB_OFFLINE=1 keeps it from being fetched as a Hub id"
+    raise DataSourceError(
+        f"--encoders entry {encoder!r} {looks_like}; pass an encoder folder a run wrote "
+        "(OUTPUT_DIR/encoder), 'pixels', or a Hub model id"
+    )
+
+
 def _load_encoder(encoder: str, args: BenchmarkArguments, train: Dataset, device: Any) -> nn.Module:
     if encoder == PIXELS:
         return pixel_encoder(args.dataset, train, args.pixels_image_size)
@@ -260,6 +286,8 @@ def run_benchmark(args: BenchmarkArguments, accelerator: Any | None = None) -> d
     from gh_hf.data import load_image_dataset
     from gh_hf.dist import default_accelerator_kwargs
 
+    for encoder in args.encoders:  # before any data is loaded
+        check_encoder_reference(encoder)
     accelerator = accelerator or Accelerator(**default_accelerator_kwargs())
     protocols = parse_protocols(args.protocols)
     train, test = (

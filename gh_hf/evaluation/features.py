@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from gh_hf.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +138,8 @@ def _forget_dataloader(accelerator: Any, loader: DataLoader) -> None:
 
 
 def _save_atomically(path: Path, features: torch.Tensor, labels: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    save_file({"features": features.contiguous(), "labels": labels.contiguous()}, str(partial))
-    os.replace(partial, path)
+    tensors = {"features": features.contiguous(), "labels": labels.contiguous()}
+    write_atomically(path, lambda staging: save_file(tensors, str(staging)))
 
 
 @torch.no_grad()

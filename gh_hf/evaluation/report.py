@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from gh_hf.evaluation.features import PIXELS
+from gh_hf.formatting import percent
 
 TABLE_COLUMNS = (
     ("Overall", "accuracy"),
@@ -35,10 +36,6 @@ def json_safe(value: Any) -> Any:
 def write_json(report: dict[str, Any], path: str | Path) -> None:
     """Write `report` as indented strict JSON (NaN -> null)."""
     Path(path).write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
 
 
 def _short_name(encoder: str) -> str:
@@ -70,7 +67,7 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     for encoder, protocols in results.items():
         for protocol, entry in protocols.items():
             metrics = entry["metrics"]
-            cells = [names[encoder], protocol, *(_percent(metrics[key]) for _, key in TABLE_COLUMNS)]
+            cells = [names[encoder], protocol, *(percent(metrics[key]) for _, key in TABLE_COLUMNS)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

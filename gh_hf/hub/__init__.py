@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from gh_hf.hub.card import DEFAULT_LICENSE, default_template_path, render_model_card, write_model_card
-from gh_hf.hub.encoder_folder import code_files, image_processor_for, save_encoder_folder, split_summary
+from gh_hf.hub.encoder_folder import image_processor_for, save_encoder_folder, split_summary
 from gh_hf.hub.publish import (
     HubPublishError,
     PushArguments,
@@ -33,7 +33,6 @@ __all__ = [
     "PushArguments",
     "StagedEncoder",
     "check_can_push",
-    "code_files",
     "collect_run_info",
     "default_template_path",
     "describe_hardware",

@@ -94,7 +94,8 @@ def _model_rows(config: GHConfig, encoder: GHModel) -> list[tuple[str, str]]:
         ("Input", _input_description(config)),
         (
             "Output",
-            f"`pooler_output` (batch, {encoder.num_features}): pooled features; `last_hidden_state`: the last feature map",
+            f"`pooler_output` (batch, {encoder.num_features}): pooled features; "
+            "`last_hidden_state`: the last feature map",
         ),
         ("Parameters", f"{parameters:,}"),
         ("Pretraining objective", _objective(config)),
@@ -110,7 +111,8 @@ def _input_description(config: GHConfig) -> str:
 
 
 def _objective(config: GHConfig) -> str:
-    base = f"{SSL_TITLES.get(config.ssl_method, config.ssl_method)}, temperature {config.contrastive_temperature}"
+    title = SSL_TITLES.get(config.ssl_method, config.ssl_method)
+    base = f"{title}, temperature {config.contrastive_temperature}"
     if not config.use_gh:
         return base
     return (
@@ -147,7 +149,8 @@ def _data_context(split: dict[str, Any] | None, args: dict[str, Any] | None) -> 
         profile_name = {"exp": "exponential", "step": "step"}.get(profile, profile)
         rows.append(("Long-tail profile", f"{profile_name}, imbalance ratio n_max / n_min = {ratio:g}"))
     description = (
-        f"Pretrained without labels on {_split_rule(profile, ratio, (split or {}).get('max_per_class'))} of the "
+        f"Pretrained without labels on {_split_rule(profile, ratio, (split or {}).get('max_per_class'))} "
+        "of the "
         f"{dataset_title(name)} training set; labels were used only to build the split."
     )
     class_rows = []
@@ -174,8 +177,14 @@ def _split_rule(profile: str | None, ratio: float | None, max_per_class: float |
         return "the split as provided (already long-tailed)"
     n_max = f"n_max = {max_per_class:g}" if max_per_class else "n_max = images / classes"
     if profile == "step":
-        return f"a step-profile subset (the first half of the classes keep n_max images, the others n_max / {ratio:g}; {n_max})"
-    return f"an exponential-profile subset (class c, 0 the head, keeps int(n_max * (1/{ratio:g})^(c/(C-1))) images; {n_max})"
+        return (
+            "a step-profile subset (the first half of the classes keep n_max images, the others "
+            f"n_max / {ratio:g}; {n_max})"
+        )
+    return (
+        f"an exponential-profile subset (class c, 0 the head, keeps int(n_max * (1/{ratio:g})^(c/(C-1))) "
+        f"images; {n_max})"
+    )
 
 
 def _epochs(count: float) -> str:
@@ -187,15 +196,19 @@ def _count(value: Any) -> str:
 
 
 def _schedule(training: dict[str, Any], use_gh: bool) -> str:
-    schedule = training.get("lr_schedule", "auto")
-    if schedule == "auto":  # the trainer's rule (gh_hf.training.trainer.learning_rate_at)
-        schedule = "two_stage" if use_gh and training.get("gh_warmup_epochs", 0) > 0 else "cosine"
+    # Imported here: gh_hf.training imports gh_hf.hub (publishing at the end of a run).
+    from gh_hf.training.schedules import resolve_lr_schedule
+
+    schedule = resolve_lr_schedule(
+        training.get("lr_schedule", "auto"), use_gh, training.get("gh_warmup_epochs", 0)
+    )
     if schedule == "two_stage":
         return (
-            f"two-stage cosine: {training['learning_rate']} to {training['gh_stage_learning_rate']} until epoch "
-            f"{training['gh_warmup_epochs']}, then to {training['min_learning_rate']}"
+            f"two-stage cosine: {training['learning_rate']} to {training['gh_stage_learning_rate']} "
+            f"until epoch {training['gh_warmup_epochs']}, then to {training['min_learning_rate']}"
         )
-    return f"cosine to {training['min_learning_rate']} after {_epochs(training['lr_warmup_epochs'])} of linear warm-up"
+    warmup = _epochs(training["lr_warmup_epochs"])
+    return f"cosine to {training['min_learning_rate']} after {warmup} of linear warm-up"
 
 
 def _hyperparameter_rows(
@@ -204,7 +217,8 @@ def _hyperparameter_rows(
     if args is None:
         return []
     training, data = args["training"], args["data"]
-    batch = f"{training['per_device_batch_size']} per process x {training['gradient_accumulation_steps']} accumulation step(s)"
+    accumulation = training["gradient_accumulation_steps"]
+    batch = f"{training['per_device_batch_size']} per process x {accumulation} accumulation step(s)"
     if run_info and run_info.get("num_processes"):
         processes = run_info["num_processes"]
         total = training["per_device_batch_size"] * training["gradient_accumulation_steps"] * processes
@@ -231,7 +245,8 @@ def _hyperparameter_rows(
 
 def _gh_rows(training: dict[str, Any], config: GHConfig) -> list[tuple[str, str]]:
     weight = (
-        f"0 for the first {_epochs(training['gh_warmup_epochs'])} (SSL warm-up), then ramped to {config.gh_weight} "
+        f"0 for the first {_epochs(training['gh_warmup_epochs'])} (SSL warm-up), "
+        f"then ramped to {config.gh_weight} "
         f"over {_epochs(training['gh_ramp_epochs'])}"
     )
     labels = (
@@ -240,7 +255,8 @@ def _gh_rows(training: dict[str, Any], config: GHConfig) -> list[tuple[str, str]
     )
     prior = (
         f"re-estimated every {_epochs(training['prior_every_epochs'])} (floor {training['prior_floor']}), "
-        f"score-bank momentum {training['bank_momentum_warmup']} in warm-up, {training['bank_momentum']} after"
+        f"score-bank momentum {training['bank_momentum_warmup']} in warm-up, "
+        f"{training['bank_momentum']} after"
     )
     return [("GH weight", weight), ("Surrogate labels", labels), ("Anchor prior", prior)]
 

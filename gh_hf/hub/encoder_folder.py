@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers.dynamic_module_utils import get_relative_import_files
-
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.image_processing_gh import GHImageProcessor
 from gh_hf.modeling_gh import GHModel
@@ -75,35 +73,6 @@ def save_encoder_folder(
     encoder.save_pretrained(directory)  # GHConfig/GHModel are registered for auto classes: code files too
     (image_processor or image_processor_for(encoder.config)).save_pretrained(directory)
     return directory
-
-
-def _auto_map_modules(json_file: Path) -> list[str]:
-    auto_map = json.loads(json_file.read_text()).get("auto_map", {})
-    references: list[str] = []
-    for value in auto_map.values():
-        references.extend(value if isinstance(value, list | tuple) else [value])
-    # "module.Class", or "repo--module.Class" for code living in another repo.
-    return [reference.split("--")[-1].split(".")[0] for reference in references if reference]
-
-
-def code_files(directory: str | Path) -> list[str]:
-    """The Python files of an encoder folder's remote code: auto_map modules and their relative imports.
-
-    Raises:
-        ValueError: if a file that auto_map needs is missing.
-    """
-    directory = Path(directory)
-    names: set[str] = set()
-    for json_name in (CONFIG_FILE, PROCESSOR_FILE):
-        if (directory / json_name).is_file():
-            names.update(f"{module}.py" for module in _auto_map_modules(directory / json_name))
-    for name in list(names):
-        if not (directory / name).is_file():
-            raise ValueError(
-                f"{directory} lacks {name}, named by its auto_map; re-save it with save_encoder_folder."
-            )
-        names.update(Path(path).name for path in get_relative_import_files(directory / name))
-    return sorted(names)
 
 
 def split_summary(dataset_name: str, train_dataset: Dataset, seed: int | None = None) -> dict[str, Any]:

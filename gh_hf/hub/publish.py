@@ -151,7 +151,8 @@ def check_can_push(repo_id: str, token: str | None = None) -> str:
         raise HubPublishError(f"repo_id={repo_id!r} is invalid: {error}") from None
     if constants.is_offline_mode():
         raise HubPublishError(
-            "cannot upload in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); unset it, or use --dry_run."
+            "cannot upload in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); unset it, or "
+            "use --dry_run."
         )
     token = token or get_token()
     if not token:
@@ -176,7 +177,7 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 def upload_staged(
     staged: StagedEncoder, private: bool = False, token: str | None = None, commit_message: str | None = None
 ) -> str:
-    """Validates the card with the Hub, creates the repo if needed and uploads the staged folder in one commit.
+    """Validates the card with the Hub, creates the repo if needed, uploads the staged folder in one commit.
 
     Returns:
         The commit's URL.
@@ -196,7 +197,8 @@ def upload_staged(
     except _network_errors() as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubPublishError(
-            f"upload to {staged.repo_id} failed ({type(error).__name__}: {reason}); the staged files stay in {staged.directory}."
+            f"upload to {staged.repo_id} failed ({type(error).__name__}: {reason}); the staged files stay "
+            f"in {staged.directory}."
         ) from error
     staged.commit_url = commit.commit_url
     return commit.commit_url

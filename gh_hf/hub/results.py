@@ -10,15 +10,18 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from gh_hf.data.sources import canonical_source_name, source_hub_id
+from gh_hf.formatting import percent
+
 FIGURE_FILE = "per_class_accuracy.png"
-# Dataset name (as gh_hf.data names it) -> (title, Hub dataset id or None).
-DATASETS = {
-    "fashion_mnist": ("Fashion-MNIST", "zalando-datasets/fashion_mnist"),
-    "cifar10": ("CIFAR-10", "uoft-cs/cifar10"),
-    "cifar100": ("CIFAR-100", "uoft-cs/cifar100"),
-    "digits": ("scikit-learn digits", None),
-    "imagenet_lt": ("ImageNet-LT", None),
-    "places_lt": ("Places-LT", None),
+# Dataset name (as gh_hf.data names it) -> title; the Hub ids are the data layer's (`source_hub_id`).
+DATASET_TITLES = {
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "digits": "scikit-learn digits",
+    "imagenet_lt": "ImageNet-LT",
+    "places_lt": "Places-LT",
 }
 # results.json metric key -> (table column, model-index metric type, metric title).
 METRICS = (
@@ -43,17 +46,12 @@ GROUPING_TEXT = {
 
 def dataset_title(name: str) -> str:
     """A dataset's display name ("Fashion-MNIST"), or `name` itself for other sources."""
-    return DATASETS.get(name.lower().replace("-", "_"), (name, None))[0]
+    return DATASET_TITLES.get(canonical_source_name(name), name)
 
 
 def dataset_hub_id(name: str) -> str | None:
     """The Hub id of a dataset gh_hf loads from the Hub (or mirrors), else None."""
-    return DATASETS.get(name.lower().replace("-", "_"), (name, None))[1]
-
-
-def percent(value: float | None) -> str:
-    """`value` in [0, 1] as a percentage with two decimals; "n/a" for a missing (null) value."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+    return source_hub_id(name)
 
 
 @dataclass
@@ -131,14 +129,18 @@ def load_results(
 def protocol_description(name: str, settings: dict[str, Any]) -> str:
     """One sentence naming a protocol and its settings, from results.json's "settings"."""
     if name == "knn":
-        return f"weighted k-NN classifier on the frozen features (k = {settings.get('k')}, cosine similarity, temperature {settings.get('temperature')})"
+        return (
+            f"weighted k-NN classifier on the frozen features (k = {settings.get('k')}, cosine similarity, "
+            f"temperature {settings.get('temperature')})"
+        )
     shots = settings.get("shots_per_class")
     subset = f"{shots} labelled images per class" if shots else "the labelled training images"
     norm = FEATURE_NORM_TEXT.get(settings.get("feature_norm"), f"{settings.get('feature_norm')} features")
     return (
-        f"linear classifier on the frozen features of {subset}: Adam, learning rate {settings.get('linear_lr')} "
-        f"decayed exponentially to {settings.get('linear_final_lr')} over {settings.get('linear_epochs')} epochs, "
-        f"weight decay {settings.get('linear_weight_decay')}, batch {settings.get('linear_batch_size')}, {norm}"
+        f"linear classifier on the frozen features of {subset}: Adam, learning rate "
+        f"{settings.get('linear_lr')} decayed exponentially to {settings.get('linear_final_lr')} over "
+        f"{settings.get('linear_epochs')} epochs, weight decay {settings.get('linear_weight_decay')}, "
+        f"batch {settings.get('linear_batch_size')}, {norm}"
     )
 
 

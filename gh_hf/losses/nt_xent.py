@@ -85,23 +85,3 @@ def focal_nt_xent(
         raise ValueError(f"gamma must be >= 0, got {gamma}.")
     log_p = _positive_log_probs(z1, z2, temperature, gather_distributed)
     return _reduce(-((1 - log_p.exp()) ** gamma) * log_p, reduction)
-
-
-class NTXentLoss(torch.nn.Module):
-    """Module form of :func:`nt_xent` (and of :func:`focal_nt_xent` when `focal_gamma` is set)."""
-
-    def __init__(
-        self, temperature: float = 0.2, focal_gamma: float | None = None, gather_distributed: bool = False
-    ):
-        super().__init__()
-        _check_positive("temperature", temperature)
-        if focal_gamma is not None and focal_gamma < 0:
-            raise ValueError(f"focal_gamma must be >= 0 or None, got {focal_gamma}.")
-        self.temperature = temperature
-        self.focal_gamma = focal_gamma
-        self.gather_distributed = gather_distributed
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        if self.focal_gamma is None:
-            return nt_xent(z1, z2, self.temperature, self.gather_distributed)
-        return focal_nt_xent(z1, z2, self.temperature, self.focal_gamma, self.gather_distributed)

@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from gh_hf.training.schedules import LR_SCHEDULES
+
 PRESET_DIR = Path(__file__).parent / "presets"
-LR_SCHEDULES = ("auto", "cosine", "two_stage")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 VIEW_PIPELINES = ("auto", "batched", "per_image")
 # "auto", or one of the groupings of gh_hf.evaluation (not imported here: it loads `evaluate`).

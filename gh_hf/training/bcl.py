@@ -8,33 +8,39 @@ from __future__ import annotations
 
 import torch
 
+from gh_hf.training.moving_average import PerSampleMovingAverage
 
-class LossMemory:
-    """Per-sample moving average of the SSL loss.
+
+class LossMemory(PerSampleMovingAverage):
+    """Per-sample moving average of the SSL loss, and the augmentation strengths it sets.
 
     Args:
         num_samples: size of the training split (samples are addressed by `index`).
         momentum: beta of the moving average (0.97 in BCL).
+        device: where the memory lives.
     """
+
+    value_key = "losses"
+    description = "BCL loss memory"
 
     def __init__(self, num_samples: int, momentum: float = 0.97, device: torch.device | str = "cpu"):
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        super().__init__(num_samples, (), device=device)
         self.momentum = momentum
-        self.losses = torch.zeros(num_samples, device=device)
-        self.seen = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.current_strengths = torch.zeros(num_samples, device=device)  # what this epoch's views use
 
-    @torch.no_grad()
-    def update(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
-        """First sighting copies the loss; later ones average it in. indices, losses: (N,)."""
-        indices = indices.to(self.losses.device, torch.long)
-        losses = losses.detach().to(self.losses.device, torch.float32)
-        seen = self.seen[indices]
-        self.losses[indices] = torch.where(
-            seen, self.momentum * self.losses[indices] + (1 - self.momentum) * losses, losses
-        )
-        self.seen[indices] = True
+    @property
+    def losses(self) -> torch.Tensor:
+        """(N_train,) the remembered losses (0 for samples not seen yet)."""
+        return self.values
+
+    def update(self, indices: torch.Tensor, losses: torch.Tensor, momentum: float | None = None) -> None:
+        """First sighting copies the loss; later ones average it in. indices, losses: (N,).
+
+        `momentum` defaults to the memory's own beta.
+        """
+        super().update(indices, losses, self.momentum if momentum is None else momentum)
 
     @torch.no_grad()
     def strengths(self) -> torch.Tensor:
@@ -57,13 +63,8 @@ class LossMemory:
         return self.current_strengths
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"losses": self.losses, "seen": self.seen, "current_strengths": self.current_strengths}
+        return {**super().state_dict(), "current_strengths": self.current_strengths}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if state["losses"].shape != self.losses.shape:
-            raise ValueError(
-                f"Checkpointed loss memory has shape {tuple(state['losses'].shape)}, expected {tuple(self.losses.shape)}."
-            )
-        self.losses.copy_(state["losses"].to(self.losses.device))
-        self.seen.copy_(state["seen"].to(self.seen.device))
+        super().load_state_dict(state)
         self.current_strengths.copy_(state["current_strengths"].to(self.current_strengths.device))

@@ -55,7 +55,7 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 def load_source(data_args: DataArguments, split: str) -> Dataset:
-    """A split ("train" or "test") of the run's source, as `--dataset`, `--data_dir` and the split files name it.
+    """A split ("train" or "test") of the run's source, as `--dataset`, `--data_dir` and split files name it.
 
     With `--split_file`, "train" is that file and "test" is `--test_split_file`.
     """

@@ -16,7 +16,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 
 from gh_hf.data import build_eval_transform, with_eval_transform
-from gh_hf.modeling_gh import GHForPreTraining
+from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments
 from gh_hf.training.checkpointing import list_checkpoints
 from gh_hf.training.data import load_long_tailed_train

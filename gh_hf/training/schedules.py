@@ -4,6 +4,29 @@ from __future__ import annotations
 
 import math
 
+LR_SCHEDULES = ("auto", "cosine", "two_stage")
+
+
+def resolve_lr_schedule(lr_schedule: str, use_gh: bool, gh_warmup_epochs: float) -> str:
+    """The schedule "auto" stands for: "two_stage" for GH runs with an SSL warm-up, else "cosine".
+
+    The paper's GH runs step the learning rate down at the GH warm-up boundary; runs without GH
+    (or with GH from epoch 0) follow the baseline's warm-up + cosine.
+
+    Args:
+        lr_schedule: "auto", "cosine" or "two_stage" (`--lr_schedule`).
+        use_gh: whether the run adds the GH term.
+        gh_warmup_epochs: the SSL warm-up before GH starts (`--gh_warmup_epochs`).
+
+    Returns:
+        "cosine" or "two_stage".
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={lr_schedule!r} is invalid: use one of {', '.join(LR_SCHEDULES)}.")
+    if lr_schedule != "auto":
+        return lr_schedule
+    return "two_stage" if use_gh and gh_warmup_epochs > 0 else "cosine"
+
 
 def _cosine(progress: float, start: float, end: float) -> float:
     progress = min(max(progress, 0.0), 1.0)

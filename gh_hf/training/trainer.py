@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
-from gh_hf.data import source_normalization
+from gh_hf.data import DataSourceError, source_normalization
 from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
@@ -36,7 +36,12 @@ from gh_hf.training.prior import (
     resolve_bank_momenta,
     resolve_class_prior,
 )
-from gh_hf.training.schedules import gh_weight_at, two_stage_cosine_lr, warmup_cosine_lr
+from gh_hf.training.schedules import (
+    gh_weight_at,
+    resolve_lr_schedule,
+    two_stage_cosine_lr,
+    warmup_cosine_lr,
+)
 from gh_hf.training.score_bank import ScoreBank
 
 logger = logging.getLogger(__name__)
@@ -74,10 +79,8 @@ def build_config(data_args: DataArguments, model_args: ModelArguments, seed: int
 
 
 def learning_rate_at(epoch: float, args: PretrainingArguments, use_gh: bool) -> float:
-    schedule = args.lr_schedule
-    if schedule == "auto":
-        schedule = "two_stage" if use_gh and args.gh_warmup_epochs > 0 else "cosine"
-    if schedule == "two_stage":
+    """The learning rate at a (fractional) epoch, under the schedule `--lr_schedule` resolves to."""
+    if resolve_lr_schedule(args.lr_schedule, use_gh, args.gh_warmup_epochs) == "two_stage":
         return two_stage_cosine_lr(
             epoch,
             args.num_epochs,
@@ -149,9 +152,10 @@ class Pretrainer:
             accelerator.register_for_checkpointing(self.loss_memory)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} processes is larger than "
-                f"the training split ({len(self.train_dataset)} images): no full batch per epoch."
+            raise DataSourceError(
+                f"--per_device_batch_size={args.per_device_batch_size} x {accelerator.num_processes} "
+                f"process(es) is larger than the training split ({len(self.train_dataset)} images): "
+                "no full batch per epoch; lower --per_device_batch_size"
             )
         self.bank_momenta = self.resolve_bank_momenta()
         if self.resume_path is not None:
@@ -229,7 +233,7 @@ class Pretrainer:
         return None if (labels < 0).any() else labels
 
     def save_prior_figure(self) -> None:
-        """output_dir/prior.png: the sorted prior estimate of every refresh against the true class frequencies."""
+        """output_dir/prior.png: each refresh's sorted prior estimate against the true class frequencies."""
         log_path = self.output_dir / "log.jsonl"
         refreshes = read_refreshes(log_path) if log_path.is_file() else []
         if refreshes:
@@ -272,7 +276,8 @@ class Pretrainer:
             push_encoder(encoder_dir, self.args.hub_model_id, private=self.args.hub_private_repo)
         except HubPublishError as error:
             logger.error(
-                "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py --encoder %s --repo_id %s",
+                "Upload failed (%s); the encoder is saved. Retry with: python scripts/push_to_hub.py "
+                "--encoder %s --repo_id %s",
                 error,
                 encoder_dir,
                 self.args.hub_model_id,
@@ -423,7 +428,7 @@ class Pretrainer:
         return metrics
 
     def export_encoder(self) -> Path:
-        """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts) on the main process."""
+        """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts): main process."""
         encoder_dir = self.output_dir / "encoder"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:

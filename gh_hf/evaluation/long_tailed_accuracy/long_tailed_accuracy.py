@@ -123,7 +123,8 @@ def per_class_accuracy(predictions: Sequence[int], references: Sequence[int], nu
     references = np.asarray(references, dtype=np.int64).reshape(-1)
     if predictions.shape != references.shape:
         raise ValueError(
-            f"predictions and references must have the same length, got {predictions.size} and {references.size}"
+            f"predictions and references must have the same length, got {predictions.size} and "
+            f"{references.size}"
         )
     _check_labels("predictions", predictions, num_classes)
     _check_labels("references", references, num_classes)
