@@ -110,8 +110,9 @@ def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Pa
     """Pretrains one run (unless `reuse` finds its encoder) and returns its output folder."""
     output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
     arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
-    command = [sys.executable, *LAUNCH, "scripts/pretrain.py", "--preset", experiment.preset, *COMMON_ARGS,
-               *arm_args, "--seed", str(seed), "--output_dir", str(output_dir), *experiment.extra]  # fmt: skip
+    command = [sys.executable, *LAUNCH, "scripts/pretrain.py", "--preset", experiment.preset,
+               *COMMON_ARGS, *arm_args, "--seed", str(seed), "--output_dir", str(output_dir),
+               *experiment.extra]  # fmt: skip
     if experiment.reuse and (ROOT / output_dir / "encoder" / "run_info.json").exists():
         experiment.commands.append(" ".join(["python", *command[1:]]) + "  # reused")
     else:
@@ -126,8 +127,8 @@ def split_counts(output_dir: Path) -> list[int]:
 
 def benchmark(experiment: Experiment, encoder: str, counts: list[int], output_dir: Path) -> dict[str, Any]:
     """Benchmarks one encoder (or "pixels") grouped by `counts`; returns its results.json."""
-    command = [sys.executable, "scripts/benchmark.py", "--encoders", encoder, "--dataset", experiment.data_args.dataset,
-               "--class_counts", ",".join(map(str, counts)), "--protocols", experiment.protocols,
+    command = [sys.executable, "scripts/benchmark.py", "--encoders", encoder,
+               "--dataset", experiment.data_args.dataset, "--class_counts", ",".join(map(str, counts)), "--protocols", experiment.protocols,
                "--linear_epochs", str(experiment.linear_epochs), "--output_dir", str(output_dir),
                "--cache_dir", str(Path(experiment.work_dir) / "feature_cache")]  # fmt: skip
     experiment.run(command)

@@ -73,7 +73,8 @@ def _step(args: BenchArguments, device: torch.device) -> dict[str, float]:
         sinkhorn_iterations=args.sinkhorn_iterations,
     )
     print(
-        f"step, batch {args.batch_size}, K {args.num_anchors}, Sinkhorn {step['sinkhorn_iterations']} iterations: "
+        f"step, batch {args.batch_size}, K {args.num_anchors}, "
+        f"Sinkhorn {step['sinkhorn_iterations']} iterations: "
         f"SimCLR {step['simclr_step_s'] * 1e3:.1f} ms, SimCLR+GH {step['simclr_gh_step_s'] * 1e3:.1f} ms, "
         f"ratio {step['gh_over_simclr']:.3f} ({step['simclr_gh_images_per_s']:.0f} images/s with GH)"
     )
