@@ -128,7 +128,8 @@ def split_counts(output_dir: Path) -> list[int]:
 def benchmark(experiment: Experiment, encoder: str, counts: list[int], output_dir: Path) -> dict[str, Any]:
     """Benchmarks one encoder (or "pixels") grouped by `counts`; returns its results.json."""
     command = [sys.executable, "scripts/benchmark.py", "--encoders", encoder,
-               "--dataset", experiment.data_args.dataset, "--class_counts", ",".join(map(str, counts)), "--protocols", experiment.protocols,
+               "--dataset", experiment.data_args.dataset, "--class_counts", ",".join(map(str, counts)),
+               "--protocols", experiment.protocols,
                "--linear_epochs", str(experiment.linear_epochs), "--output_dir", str(output_dir),
                "--cache_dir", str(Path(experiment.work_dir) / "feature_cache")]  # fmt: skip
     experiment.run(command)
