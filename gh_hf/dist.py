@@ -71,3 +71,19 @@ def default_accelerator_kwargs() -> dict[str, bool]:
     """
     has_accelerator = hasattr(torch, "accelerator") and torch.accelerator.is_available()
     return {} if has_accelerator or torch.cuda.is_available() else {"cpu": True}
+
+
+def bf16_is_native() -> bool:
+    """Whether the training device computes bfloat16 natively: a CUDA GPU with bf16 support, or
+    (without one) a CPU with AMX or AVX512-BF16, where oneDNN runs bf16 convolutions ~2x faster."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu_checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: may move
+    return any(getattr(torch.cpu, check, lambda: False)() for check in cpu_checks)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """`--mixed_precision`: "auto" becomes "bf16" where `bf16_is_native()`, else "no"."""
+    if setting != "auto":
+        return setting
+    return "bf16" if bf16_is_native() else "no"

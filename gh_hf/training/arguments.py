@@ -19,7 +19,7 @@ from transformers import HfArgumentParser
 from gh_hf.training.schedules import LR_SCHEDULES
 
 PRESET_DIR = Path(__file__).parent / "presets"
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 VIEW_PIPELINES = ("auto", "batched", "per_image")
 # "auto", or one of the groupings of gh_hf.evaluation (not imported here: it loads `evaluate`).
 KNN_GROUPINGS = ("auto", "thirds", "thresholds")
@@ -223,7 +223,13 @@ class PretrainingArguments:
         default=None, metadata={"help": "A checkpoint folder or 'latest'."}
     )
     seed: int = 0
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (through Accelerate)."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 where the device runs it natively: a bf16 GPU, or a CPU with AMX / "
+            "AVX512-BF16; else no), no, fp16 or bf16 (through Accelerate)."
+        },
+    )
     report_to: str = field(
         default="none", metadata={"help": "none, all, tensorboard, wandb, ... (Accelerate trackers)."}
     )

@@ -18,9 +18,10 @@ from typing import Any
 from gh_hf.training.arguments import parse_pretrain_args
 from gh_hf.training.trainer import Pretrainer
 
-# name -> command-line overrides on top of the preset.
+# name -> command-line overrides on top of the preset: the previous defaults (per-image views in 2
+# workers, float32) against the current ones (batched views, --mixed_precision auto).
 DEFAULT_ARMS: dict[str, list[str]] = {
-    "per_image": ["--view_pipeline", "per_image", "--dataloader_num_workers", "2"],
+    "per_image": ["--view_pipeline", "per_image", "--dataloader_num_workers", "2", "--mixed_precision", "no"],
     "batched": ["--view_pipeline", "batched"],
 }
 MODEL_ONLY = "model_only"

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.data import DataSourceError, source_normalization
 from gh_hf.data.sources import source_channels
-from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.dist import default_accelerator_kwargs, resolve_mixed_precision
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
@@ -102,6 +102,7 @@ class Pretrainer:
     """Runs GH pretraining as configured by the three argument dataclasses (see `pretrain`)."""
 
     def __init__(self, data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments):
+        args = replace(args, mixed_precision=resolve_mixed_precision(args.mixed_precision))
         self.data_args, self.model_args, self.args = data_args, model_args, args
         self.config = build_config(data_args, model_args, args.seed)  # fails fast on bad values
         # "estimated", "uniform" or the known frequencies; a bad --class_prior file fails here too
