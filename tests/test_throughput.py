@@ -46,11 +46,18 @@ def test_throughput_benchmark_times_both_pipelines_and_the_step_alone():
         "batched": [*common, "--view_pipeline", "batched"],
     }
     report = compare_pipelines("demo", arms, turns=1, steps_per_turn=2)
-    assert set(report["results"]) == {"per_image", "batched", MODEL_ONLY}
-    for row in report["results"].values():
+    assert set(report["results"]) == {"per_image", "batched"}
+    assert set(report["turn_seconds"]) == {
+        "per_image",
+        "batched",
+        f"per_image/{MODEL_ONLY}",
+        f"batched/{MODEL_ONLY}",
+    }
+    for name, row in report["results"].items():
         assert row["images_per_s"] == pytest.approx(32 / row["step_s"])
-        assert 0 <= row["data_share"] < 1
-    assert report["results"][MODEL_ONLY]["data_share"] == 0
+        assert row["model_only_images_per_s"] == pytest.approx(32 / row["model_only_step_s"])
+        assert row["data_share"] == pytest.approx(max(0.0, 1 - row["model_only_step_s"] / row["step_s"]))
+        assert len(report["turn_seconds"][name]) == 1
     assert report["batched_over_per_image"] == pytest.approx(
         report["results"]["per_image"]["step_s"] / report["results"]["batched"]["step_s"]
     )

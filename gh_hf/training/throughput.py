@@ -3,8 +3,8 @@
 Each arm is a full `Pretrainer` (its own loader, views, model and optimizer) built from one preset
 plus a few overrides. The arms run in turns of `steps_per_turn` training steps, so that whatever
 else the machine does weighs on all of them alike; a "model_only" arm replays one batch of
-ready-made views through the batched arm's training step, which measures the step without its
-data, and from that rate each arm's data share of the step time follows.
+ready-made views through each arm's training step, which measures the step without its data, and
+from that rate each arm's data share of the step time follows.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from functools import partial
 from itertools import islice
 from typing import Any
+
+from accelerate.state import AcceleratorState
 
 from gh_hf.training.arguments import parse_pretrain_args
 from gh_hf.training.trainer import Pretrainer
@@ -30,6 +33,9 @@ MODEL_ONLY = "model_only"
 def build_trainer(preset: str, overrides: list[str], output_dir: str) -> Pretrainer:
     """A set-up `Pretrainer` in its GH stage (GH at full weight), writing to `output_dir`."""
     argv = ["--preset", preset, *overrides, "--output_dir", output_dir, "--knn_at_end", "false"]
+    # Accelerate keeps one process-wide state and refuses a second mixed precision in it; each
+    # arm's precision is fixed in its model's forward at `prepare`, so the next arm may reset it.
+    AcceleratorState._reset_state()
     trainer = Pretrainer(*parse_pretrain_args(argv))
     trainer.setup()
     args = trainer.args
@@ -80,44 +86,53 @@ def compare_pipelines(
     steps_per_turn: int = 8,
     common: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Images/s of each arm's real training loop, and of the batched arm's step alone.
+    """Images/s of each arm's real training loop, and of the same arm's step alone.
+
+    Every turn runs each arm's loop and each arm's step on ready views ("<arm>/model_only"), in
+    an order that rotates from turn to turn; an arm's data share is the part of its loop's step
+    time that its step alone does not take.
 
     Args:
         preset: The pretraining preset every arm starts from.
-        arms: name -> extra arguments; must include "batched" for the model-only rate.
-        common: Arguments for every arm (before the arm's own), e.g. a backbone or a batch size.
+        arms: name -> extra arguments (default: `DEFAULT_ARMS`).
         turns: Rounds of interleaved turns (the median turn is reported).
         steps_per_turn: Training steps per turn.
+        common: Arguments for every arm (before the arm's own), e.g. a backbone or a batch size.
 
     Returns:
-        {"arms": {name: {"images_per_s", "step_s", "data_share"}}, "batch_size", ...}.
+        {"results": {arm: {"images_per_s", "step_s", "model_only_images_per_s",
+        "model_only_step_s", "data_share"}}, "turn_seconds", "batch_size", ...}.
     """
     arms = dict(DEFAULT_ARMS if arms is None else arms)
-    if "batched" not in arms:
-        raise ValueError(f"arms must include 'batched' (for the model-only rate), got {sorted(arms)}")
     with tempfile.TemporaryDirectory() as root:
         trainers = {
             name: build_trainer(preset, [*(common or []), *extra], f"{root}/{name}")
             for name, extra in arms.items()
         }
-        batch_size = trainers["batched"].args.per_device_batch_size
-        seconds: dict[str, list[float]] = {name: [] for name in [*trainers, MODEL_ONLY]}
-        order = list(seconds)
+        timers = {}
+        for name, trainer in trainers.items():
+            timers[name] = partial(time_turn, trainer, steps_per_turn)
+            timers[f"{name}/{MODEL_ONLY}"] = partial(time_model_only, trainer, steps_per_turn)
+        seconds: dict[str, list[float]] = {name: [] for name in timers}
+        order = list(timers)
         for turn in range(turns):
             for name in order[turn % len(order) :] + order[: turn % len(order)]:  # rotate who goes first
-                if name == MODEL_ONLY:
-                    seconds[name].append(time_model_only(trainers["batched"], steps_per_turn))
-                else:
-                    seconds[name].append(time_turn(trainers[name], steps_per_turn))
+                seconds[name].append(timers[name]())
+        batch_size = next(iter(trainers.values())).args.per_device_batch_size
     step_s = {name: statistics.median(values) / steps_per_turn for name, values in seconds.items()}
-    results = {
-        name: {
-            "images_per_s": batch_size / step,
-            "step_s": step,
-            "data_share": max(0.0, 1 - step_s[MODEL_ONLY] / step),
+    results = {}
+    for name in trainers:
+        loop, alone = step_s[name], step_s[f"{name}/{MODEL_ONLY}"]
+        results[name] = {
+            "images_per_s": batch_size / loop,
+            "step_s": loop,
+            "model_only_images_per_s": batch_size / alone,
+            "model_only_step_s": alone,
+            "data_share": max(0.0, 1 - alone / loop),
         }
-        for name, step in step_s.items()
-    }
+    speed_up = None
+    if {"per_image", "batched"} <= set(results):
+        speed_up = results["per_image"]["step_s"] / results["batched"]["step_s"]
     return {
         "preset": preset,
         "batch_size": batch_size,
@@ -127,7 +142,5 @@ def compare_pipelines(
         "arms": arms,
         "turn_seconds": seconds,
         "results": results,
-        "batched_over_per_image": results["per_image"]["step_s"] / results["batched"]["step_s"]
-        if "per_image" in results
-        else None,
+        "batched_over_per_image": speed_up,
     }
