@@ -32,7 +32,8 @@ quality: $(PY)
 	$(VENV)/bin/ruff format --check gh_hf scripts tests
 
 # The quickstart: pretrain the demo preset (Fashion-MNIST-LT, SimCLR + GH) on this machine.
-ACCELERATE_ARGS := --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# accelerate launch sets OMP_NUM_THREADS=1 per process unless told: give the one process every core.
+ACCELERATE_ARGS := --num_processes 1 --num_machines 1 --num_cpu_threads_per_process $(shell nproc) --dynamo_backend no
 demo: $(PY)
 	$(VENV)/bin/accelerate launch $(ACCELERATE_ARGS) scripts/pretrain.py --preset demo
 	@echo

@@ -52,8 +52,9 @@ METRICS = (
     ("Std", "per_class_std"),
 )
 PIXELS = "pixels"
+# accelerate launch gives each process OMP_NUM_THREADS=1 unless told otherwise: one process, all cores.
 LAUNCH = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+          "--num_cpu_threads_per_process", str(os.cpu_count() or 1), "--dynamo_backend", "no"]  # fmt: skip
 RUN_FILES = ("log.jsonl", "training_args.json", "knn_metrics.json", "prior.png", "encoder/run_info.json")
 
 
