@@ -14,15 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import TINY_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
-TINY = [
-    "--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
-    "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--projection_dim", "16", "--num_anchors", "10",
-    "--per_device_batch_size", "64", "--dataloader_num_workers", "0", "--num_epochs", "2",
-    "--gh_warmup_epochs", "1", "--gh_ramp_epochs", "1", "--prior_every_epochs", "1",
-    "--lr_warmup_epochs", "0", "--sinkhorn_iterations", "50", "--knn_at_end", "false", "--logging_steps", "1",
-]  # fmt: skip
+TINY = TINY_RUN
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 pytestmark = pytest.mark.slow

@@ -27,6 +27,7 @@ from gh_hf.training.prior import (
     resolve_class_prior,
     total_variation,
 )
+from tests.conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses import this checkout's gh_hf, whatever an installed copy says.
@@ -63,8 +64,11 @@ def test_auto_momentum_forgets_epoch_zero_by_the_gh_start_on_fashion_mnist_lt():
     weights = epoch_weights_at_gh_start(momenta, warmup_epochs)
     assert weights.sum() == pytest.approx(1.0)
     assert weights[0] < 0.01
-    # The paper's fixed values on the same schedule keep most of epoch 0 (the stale prior of issue 12).
-    assert epoch_weights_at_gh_start(BankMomenta(0.9, 0.999), warmup_epochs)[0] > 0.5
+    # The paper's fixed 0.9 keeps 0.9^(W-1) of epoch 0 (first sighting copies): 73% on the old
+    # 4-epoch warm-up (the stale prior of issue 12), 14% on today's 20 epochs.
+    fixed = epoch_weights_at_gh_start(BankMomenta(0.9, 0.999), warmup_epochs)
+    assert fixed[0] == pytest.approx(0.9 ** (warmup_epochs - 1)) and fixed[0] > 10 * weights[0]
+    assert epoch_weights_at_gh_start(BankMomenta(0.9, 0.999), 4)[0] == pytest.approx(0.729)
 
 
 def test_auto_momentum_keeps_the_papers_memory_over_the_same_share_of_a_stage():
@@ -255,14 +259,7 @@ def test_import_gh_hf_does_not_load_matplotlib():
 
 
 # ---- a short run, and the investigation of its model --------------------------------------------
-TINY = [
-    "--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
-    "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--projection_dim", "16", "--num_anchors", "10",
-    "--per_device_batch_size", "64", "--dataloader_num_workers", "0", "--num_epochs", "3",
-    "--gh_warmup_epochs", "1", "--gh_ramp_epochs", "1", "--prior_every_epochs", "1",
-    "--lr_warmup_epochs", "0", "--sinkhorn_iterations", "50", "--knn_at_end", "false", "--logging_steps", "5",
-    "--checkpoint_every_epochs", "0",
-]  # fmt: skip
+TINY = [*TINY_RUN, "--num_epochs", "3", "--logging_steps", "5", "--checkpoint_every_epochs", "0"]
 
 
 @pytest.fixture(scope="module")
