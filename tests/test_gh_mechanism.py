@@ -99,7 +99,7 @@ def pretrain(seed: int, gh_weight: float | None) -> tuple[nn.Module, torch.Tenso
         nn.Linear(INPUT_DIM, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, PROJECTION_DIM)
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    gh_loss, prior = GHLoss(epsilon=0.05, sinkhorn_iters=300, temperature=0.1), true_prior()
+    gh_loss, prior = GHLoss(epsilon=0.05, sinkhorn_iterations=300, temperature=0.1), true_prior()
     data_order = torch.Generator().manual_seed(seed + 1)  # batches and view noise, shared by the arms
     for _ in range(STEPS):
         batch = points[torch.randint(len(points), (BATCH_SIZE,), generator=data_order)]
