@@ -42,9 +42,16 @@ def test_one_bf16_step_on_cpu_stays_close_to_float32():
 
 
 def test_the_trainer_records_the_resolved_precision(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
     from gh_hf.training import Pretrainer, parse_pretrain_args
 
     monkeypatch.setattr(gh_dist, "bf16_is_native", lambda: False)
-    trainer = Pretrainer(*parse_pretrain_args(["--preset", "demo", "--output_dir", str(tmp_path)]))
-    assert trainer.args.mixed_precision == "no" and trainer.all_args()["training"]["mixed_precision"] == "no"
-    assert trainer.accelerator.mixed_precision == "no"
+    AcceleratorState._reset_state()  # accelerate keeps one precision per process
+    try:
+        trainer = Pretrainer(*parse_pretrain_args(["--preset", "demo", "--output_dir", str(tmp_path)]))
+        assert trainer.args.mixed_precision == "no"
+        assert trainer.all_args()["training"]["mixed_precision"] == "no"
+        assert trainer.accelerator.mixed_precision == "no"
+    finally:  # later tests in this process build trainers with the real "auto"
+        AcceleratorState._reset_state()
