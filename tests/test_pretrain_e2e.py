@@ -168,11 +168,13 @@ def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_me
     assert json.loads((out / "encoder" / "run_info.json").read_text())["num_processes"] == 2
 
 
-def test_distributed_step_equals_single_process_on_global_batch(tmp_path):
+@pytest.mark.parametrize("ssl_method", ["simclr", "focal"])
+def test_distributed_step_equals_single_process_on_global_batch(tmp_path, ssl_method):
     result_path = tmp_path / "result.json"
     command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "tests" / "scripts" / "distributed_step.py"), str(result_path)]  # fmt: skip
+               str(ROOT / "tests" / "scripts" / "distributed_step.py"), str(result_path),
+               ssl_method]  # fmt: skip
     check(subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600))
     result = json.loads(result_path.read_text())
     assert result["world"] == 2

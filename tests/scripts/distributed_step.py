@@ -1,6 +1,7 @@
 """One GH training step on W gloo processes vs one process on the concatenated batch.
 
-Run with `accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_step.py OUT`.
+Run with `accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_step.py OUT [BASE]`
+(BASE: simclr, the default, or focal: the SSL bases whose step is a loss over the global batch).
 Rank 0 writes OUT (JSON) with the largest differences; the pytest test asserts on them.
 """
 
@@ -14,12 +15,19 @@ from accelerate import Accelerator
 
 from gh_hf import GHConfig, GHForPreTraining
 from gh_hf.dist import default_accelerator_kwargs
-from gh_hf.losses import GHLoss, nt_xent
+from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent
 from gh_hf.training.score_bank import ScoreBank
 from gh_hf.training.trainer import update_bank_globally
 
 PER_PROCESS = 6
 GH_WEIGHT = 0.7
+
+
+def ssl_reference(config: GHConfig, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """The base's loss on the whole batch in this process (no gather: the reference runs on every rank)."""
+    if config.ssl_method == "focal":
+        return focal_nt_xent(z1, z2, config.contrastive_temperature, config.focal_gamma)
+    return nt_xent(z1, z2, config.contrastive_temperature)
 
 
 def reference(model: GHForPreTraining, pixel_values: torch.Tensor, world: int, prior: torch.Tensor):
@@ -32,13 +40,13 @@ def reference(model: GHForPreTraining, pixel_values: torch.Tensor, world: int, p
         z2.append(z[PER_PROCESS:])
     z1, z2 = torch.cat(z1), torch.cat(z2)
     gh = GHLoss(model.config.sinkhorn_epsilon, model.config.sinkhorn_iterations, model.config.gh_temperature)
-    loss = nt_xent(z1, z2, model.config.contrastive_temperature) + GH_WEIGHT * gh(
+    loss = ssl_reference(model.config, z1, z2) + GH_WEIGHT * gh(
         model.anchor_scores(z1), model.anchor_scores(z2), prior
     )
     return loss, model.anchor_scores(z1)
 
 
-def main(out_path: str) -> None:
+def main(out_path: str, ssl_method: str = "simclr") -> None:
     accelerator = Accelerator(**default_accelerator_kwargs())
     world, rank = accelerator.num_processes, accelerator.process_index
     config = GHConfig(
@@ -48,6 +56,7 @@ def main(out_path: str) -> None:
         image_size=12,
         projection_dim=16,
         num_anchors=8,
+        ssl_method=ssl_method,
     )
     torch.manual_seed(0)
     model = GHForPreTraining(config)
@@ -96,4 +105,4 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
