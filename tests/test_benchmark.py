@@ -41,10 +41,21 @@ def digits():
     return load_image_dataset("digits", split="train"), load_image_dataset("digits", split="test")
 
 
+# Groups of the digits-LT counts the tests use ([140, 108, ..., 14], thirds).
+GROUPS = {"many": [0, 1, 2, 3], "medium": [4, 5, 6], "few": [7, 8, 9]}
+
+
 def _check_metrics(metrics: dict) -> None:
+    """The metrics agree with their per-class accuracies (digits' test set has every class)."""
     assert set(metrics) == METRIC_KEYS and len(metrics["per_class_accuracy"]) == 10
-    for key in METRIC_KEYS - {"per_class_accuracy"}:
-        assert 0.0 <= metrics[key] <= 1.0, key
+    per_class = np.asarray(metrics["per_class_accuracy"])
+    assert ((per_class >= 0) & (per_class <= 1)).all()
+    for group, classes in GROUPS.items():
+        assert metrics[group] == pytest.approx(per_class[classes].mean()), group
+    assert metrics["per_class_std"] == pytest.approx(per_class.std())
+    # Over samples, a mixture of the per-class accuracies (digits' test classes hold 35-37 images).
+    assert per_class.min() - 1e-9 <= metrics["accuracy"] <= per_class.max() + 1e-9
+    assert metrics["accuracy"] == pytest.approx(per_class.mean(), abs=0.02)
 
 
 @pytest.mark.slow

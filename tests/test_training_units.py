@@ -228,3 +228,18 @@ def test_bank_state_round_trip_checks_shape():
     assert torch.equal(other.scores, bank.scores) and torch.equal(other.seen, bank.seen)
     with pytest.raises(ValueError, match="shape"):
         ScoreBank(7, 3).load_state_dict(bank.state_dict())
+
+
+def test_prior_refresh_epochs_and_the_momentum_switch():
+    from gh_hf.training.arguments import PretrainingArguments
+    from gh_hf.training.prior import BankMomenta
+    from gh_hf.training.trainer import is_prior_refresh_epoch
+
+    args = PretrainingArguments(num_epochs=40, gh_warmup_epochs=20, prior_every_epochs=3)
+    refreshes = [epoch for epoch in range(40) if is_prior_refresh_epoch(epoch, args)]
+    assert refreshes == [20, 23, 26, 29, 32, 35, 38]  # at the warm-up boundary, then every 3 epochs
+    momenta = BankMomenta(warmup=0.1, gh=0.9)
+    # The switch is at the boundary, also within an epoch's fractional steps.
+    assert [momenta.at(epoch, 20) for epoch in (0, 19.99, 20, 20.5, 39)] == [0.1, 0.1, 0.9, 0.9, 0.9]
+    no_warmup = PretrainingArguments(num_epochs=5, gh_warmup_epochs=0, prior_every_epochs=1)
+    assert all(is_prior_refresh_epoch(epoch, no_warmup) for epoch in range(5))
