@@ -89,10 +89,29 @@ class Experiment:
         return ROOT / self.results_dir / "runs" / name
 
     def run(self, command: list[str]) -> None:
-        """Runs `command` from the repository root and records it (with `python` for the interpreter)."""
-        self.commands.append(" ".join(["python", *command[1:]]))
-        print("$", self.commands[-1], flush=True)
+        """Runs `command` from the repository root and appends it to results_dir/commands.md first
+        (with `python` for the interpreter), so an interrupted experiment keeps its record."""
+        line = " ".join(["python", *command[1:]])
+        self.commands.append(line)
+        print("$", line, flush=True)
+        self.record(line)
         subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def record(self, line: str) -> None:
+        """Appends a line to commands.md (created with its header and the gh_hf revision)."""
+        from gh_hf.hub.run_info import source_revision
+
+        path = ROOT / self.results_dir / "commands.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(
+                "Commands of `make experiment`, in the order they ran (paths relative to the "
+                "repository root);\neach run's own gh_hf revision is in its run_info.json.\n\n"
+            )
+        if not self.commands[:-1]:  # the first command of this call: say which code ran it
+            line = f"# gh_hf revision {source_revision(str(ROOT))}\n{line}"
+        with path.open("a") as handle:
+            handle.write(line + "\n")
 
 
 def known_prior_file(experiment: Experiment, seed: int) -> str:
@@ -114,9 +133,7 @@ def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Pa
     command = [sys.executable, *LAUNCH, "scripts/pretrain.py", "--preset", experiment.preset,
                *COMMON_ARGS, *arm_args, "--seed", str(seed), "--output_dir", str(output_dir),
                *experiment.extra]  # fmt: skip
-    if experiment.reuse and (ROOT / output_dir / "encoder" / "run_info.json").exists():
-        experiment.commands.append(" ".join(["python", *command[1:]]) + "  # reused")
-    else:
+    if not (experiment.reuse and (ROOT / output_dir / "encoder" / "run_info.json").exists()):
         experiment.run(command)
     return output_dir
 
@@ -272,19 +289,9 @@ def _format(value: Any) -> str:
 
 
 def write_summary(experiment: Experiment) -> str:
-    """Writes summary.md and commands.md under results_dir; returns the summary."""
-    from gh_hf.hub.run_info import source_revision
-
-    results = ROOT / experiment.results_dir
+    """Writes summary.md under results_dir (commands.md is written as commands run); returns it."""
     summary = summarise(experiment)
-    (results / "summary.md").write_text(summary)
-    commands = results / "commands.md"
-    previous = commands.read_text() if commands.exists() and experiment.reuse else ""
-    new = "\n".join(experiment.commands)
-    commands.write_text(
-        (previous or "Commands of `make experiment` (paths relative to the repository root).\n")
-        + f"\ngh_hf revision: {source_revision(str(ROOT))}\n\n```\n{new}\n```\n"
-    )
+    (ROOT / experiment.results_dir / "summary.md").write_text(summary)
     return summary
 
 

@@ -53,8 +53,12 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
                 "| SimCLR + GH (known prior) | 1 |", "| simclr_gh_known_seed0 |"):  # fmt: skip
         assert row in summary, summary
     assert (tmp_path / "results" / "seed0" / "per_class_accuracy.png").exists()
+    commands = (tmp_path / "results" / "commands.md").read_text()
+    assert commands.count("scripts/pretrain.py") == 2 and commands.count("scripts/benchmark.py") == 3
+    assert "# gh_hf revision" in commands and str(ROOT) not in commands  # paths relative to the checkout
 
     again = run_experiment(tmp_path, "--reuse")  # everything kept: nothing is trained or benchmarked again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "scripts/pretrain.py" not in again.stdout and "scripts/benchmark.py" not in again.stdout
     assert (tmp_path / "results" / "summary.md").read_text() == summary
+    assert (tmp_path / "results" / "commands.md").read_text() == commands
