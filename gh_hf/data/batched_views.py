@@ -165,10 +165,14 @@ _JITTER_OPS = {"brightness": _brightness, "contrast": _contrast, "saturation": _
 
 
 def _apply_where(images: torch.Tensor, mask: torch.Tensor, op, *args: torch.Tensor) -> None:
-    """In place: `op` on the samples where `mask` holds (its extra arguments indexed alike)."""
+    """In place: `op` on the samples where `mask` holds (its extra arguments indexed alike).
+
+    `mask` and `args` are CPU draws, so choosing the rows never waits on the images' device.
+    """
     rows = mask.nonzero().squeeze(1)
     if len(rows):
-        images[rows] = op(images[rows], *(arg[rows] for arg in args))
+        on_device = rows.to(images.device)
+        images[on_device] = op(images[on_device], *(arg[rows].to(images.device) for arg in args))
 
 
 class BatchedTwoViews:
@@ -224,12 +228,12 @@ class BatchedTwoViews:
         draws = per_sample_uniforms(self.seed, self.epoch, indices, view, _DRAWS)  # on the CPU
         crop = 2 * _CROP_ATTEMPTS + 2
         boxes = crop_boxes(draws[:, :crop], pixels.shape[-2], pixels.shape[-1], self.scale)
-        draws = draws.to(pixels.device)
         out = resized_crops(pixels, boxes, draws[:, crop] < 0.5, self.image_size)
         out = self.jitter(out, draws[:, crop + 1 : crop + 10])
         if self.in_chans == 3:
             gray = _grayscale(out).expand_as(out)
-            out = torch.where((draws[:, crop + 10] < _GRAYSCALE_P).view(-1, 1, 1, 1), gray, out)
+            to_gray = (draws[:, crop + 10] < _GRAYSCALE_P).to(out.device).view(-1, 1, 1, 1)
+            out = torch.where(to_gray, gray, out)
         if self.recipe == "imagenet":
             out = self.blur(out, draws[:, crop + 11], draws[:, crop + 12])
         return (out - self.mean.to(out.device)) / self.std.to(out.device)
