@@ -24,7 +24,7 @@ from gh_hf.data import (
     with_eval_transform,
     with_two_views,
 )
-from gh_hf.data.transforms import blur_kernel_size
+from gh_hf.data.transforms import blur_kernel_size, recipe_crop_scale
 
 MEAN3, STD3 = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -198,3 +198,26 @@ def test_measure_throughput_counts_the_timed_images(monkeypatch):
     assert rate == 8.0
     with pytest.raises(ValueError, match="num_batches must be >= 1, got 0"):
         measure_throughput(image_dataset(), transform, num_batches=0)
+
+
+def test_crop_min_scale_overrides_the_recipe_in_both_view_pipelines():
+    from gh_hf.data import BatchedTwoViews
+
+    assert recipe_crop_scale("cifar") == (0.1, 1.0) and recipe_crop_scale("imagenet", 0.3) == (0.3, 1.0)
+    ops = build_pretrain_transform(28, 1, (0.5,), (0.5,), crop_min_scale=0.35).transforms
+    crop = next(op for op in ops if isinstance(op, v2.RandomResizedCrop))
+    assert tuple(crop.scale) == (0.35, 1.0)
+    assert BatchedTwoViews(28, 1, (0.5,), (0.5,), crop_min_scale=0.35).scale == (0.35, 1.0)
+    assert BatchedTwoViews(28, 1, (0.5,), (0.5,)).scale == (0.1, 1.0)
+    for bad in (0, 1.5, -0.1):
+        message = rf"crop min_scale={bad!r} is not supported; allowed: a number in \(0, 1\]"
+        with pytest.raises(ValueError, match=message):
+            recipe_crop_scale("cifar", bad)
+
+
+def test_crop_min_scale_argument_is_validated():
+    from gh_hf.training.arguments import DataArguments
+
+    assert DataArguments(crop_min_scale=0.3).crop_min_scale == 0.3
+    with pytest.raises(ValueError, match=r"--crop_min_scale=1.5 is invalid \(data\): must be in \(0, 1\]"):
+        DataArguments(crop_min_scale=1.5)

@@ -185,6 +185,7 @@ class BatchedTwoViews:
         std: Per-channel std (length `in_chans`).
         recipe: "cifar" or "imagenet" (see `build_pretrain_transform`).
         seed: Run seed, >= 0.
+        crop_min_scale: Smallest crop area, in (0, 1]; None: the recipe's.
     """
 
     def __init__(
@@ -195,11 +196,12 @@ class BatchedTwoViews:
         std: Sequence[float],
         recipe: str = "cifar",
         seed: int = 0,
+        crop_min_scale: float | None = None,
     ) -> None:
         _check_args(image_size, in_chans, mean, std)
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        self.scale = recipe_crop_scale(recipe)
+        self.scale = recipe_crop_scale(recipe, crop_min_scale)
         self.recipe, self.image_size, self.in_chans, self.seed = recipe, image_size, in_chans, seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -134,11 +134,18 @@ def blur_kernel_size(image_size: int) -> int:
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)
 
 
-def recipe_crop_scale(recipe: str) -> tuple[float, float]:
-    """The random resized crop's area range of a recipe: (0.1, 1) for "cifar", (0.08, 1) for "imagenet"."""
+def recipe_crop_scale(recipe: str, min_scale: float | None = None) -> tuple[float, float]:
+    """The random resized crop's area range: (0.1, 1) for "cifar", (0.08, 1) for "imagenet".
+
+    `min_scale` (in (0, 1]) replaces the recipe's lower bound, e.g. gentler crops for small images.
+    """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not supported; allowed: {', '.join(RECIPES)}")
-    return (0.1, 1.0) if recipe == "cifar" else (0.08, 1.0)
+    if min_scale is None:
+        return (0.1, 1.0) if recipe == "cifar" else (0.08, 1.0)
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"crop min_scale={min_scale!r} is not supported; allowed: a number in (0, 1]")
+    return (float(min_scale), 1.0)
 
 
 def build_pretrain_transform(
@@ -147,6 +154,7 @@ def build_pretrain_transform(
     mean: Sequence[float],
     std: Sequence[float],
     recipe: str = "cifar",
+    crop_min_scale: float | None = None,
 ) -> Callable[[PILImage.Image], torch.Tensor]:
     """One random SSL view: PIL image -> normalised float32 tensor (in_chans, size, size).
 
@@ -161,12 +169,13 @@ def build_pretrain_transform(
         mean: Per-channel mean (length `in_chans`).
         std: Per-channel std (length `in_chans`).
         recipe: "cifar" or "imagenet".
+        crop_min_scale: Smallest crop area, in (0, 1]; None: the recipe's.
 
     Returns:
         The transform.
     """
     _check_args(image_size, in_chans, mean, std)
-    scale = recipe_crop_scale(recipe)
+    scale = recipe_crop_scale(recipe, crop_min_scale)
     # The ops run on PIL images, faster than on tensors at these sizes.
     ops: list[Callable] = [
         ConvertMode(_MODES[in_chans]),

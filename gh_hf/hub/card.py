@@ -187,6 +187,12 @@ def _split_rule(profile: str | None, ratio: float | None, max_per_class: float |
     )
 
 
+def _crop(data: dict) -> str:
+    """The crop-scale override of a run, if it had one."""
+    scale = data.get("crop_min_scale")
+    return "" if scale is None else f" (random resized crop of {scale:g}-1 of the area)"
+
+
 def _epochs(count: float) -> str:
     return f"{count:g} epoch" + ("" if count == 1 else "s")
 
@@ -234,7 +240,8 @@ def _hyperparameter_rows(
         ("Learning rate", _schedule(training, config.use_gh)),
         (
             "Augmentation",
-            f"{data['augmentation']} recipe, two views per image, {config.image_size} x {config.image_size}",
+            f"{data['augmentation']} recipe{_crop(data)}, two views per image, "
+            f"{config.image_size} x {config.image_size}",
         ),
     ]
     if config.use_gh:

@@ -75,6 +75,13 @@ class DataArguments:
     augmentation: str = field(
         default="cifar", metadata={"help": "cifar (small images) or imagenet (adds blur)."}
     )
+    crop_min_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Smallest random-resized-crop area, in (0, 1]; default: the recipe's "
+            "(cifar 0.1, imagenet 0.08)."
+        },
+    )
     dataloader_num_workers: int = field(
         default=2, metadata={"help": "DataLoader worker processes per training process (per_image views)."}
     )
@@ -94,6 +101,8 @@ class DataArguments:
             _fail("data", "imbalance_profile", self.imbalance_profile, "must be 'exp' or 'step'")
         if self.augmentation not in ("cifar", "imagenet"):
             _fail("data", "augmentation", self.augmentation, "must be 'cifar' or 'imagenet'")
+        if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
+            _fail("data", "crop_min_scale", self.crop_min_scale, "must be in (0, 1]")
         if self.dataloader_num_workers < 0:
             _fail("data", "dataloader_num_workers", self.dataloader_num_workers, "must be >= 0")
         if self.class_order not in ("identity", "permuted") and not all(

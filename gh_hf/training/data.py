@@ -123,6 +123,7 @@ def build_train_loader(
         config.image_std,
         recipe=data_args.augmentation,
         seed=args.seed,
+        crop_min_scale=data_args.crop_min_scale,
     )
     loader = DataLoader(
         decoded,
@@ -143,7 +144,12 @@ def build_per_image_loader(
     BCL runs get memory-boosted views (per-sample RandAugment strength, set between epochs).
     """
     view = build_pretrain_transform(
-        config.image_size, config.in_chans, config.image_mean, config.image_std, recipe=data_args.augmentation
+        config.image_size,
+        config.in_chans,
+        config.image_mean,
+        config.image_std,
+        recipe=data_args.augmentation,
+        crop_min_scale=data_args.crop_min_scale,
     )
     if config.ssl_method == "bcl":
         two_views = MemoryBoostedTwoViewTransform(
