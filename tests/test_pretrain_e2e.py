@@ -168,7 +168,7 @@ def test_every_base_with_and_without_gh_trains_on_two_processes(tmp_path, ssl_me
     assert json.loads((out / "encoder" / "run_info.json").read_text())["num_processes"] == 2
 
 
-@pytest.mark.parametrize("ssl_method", ["simclr", "focal"])
+@pytest.mark.parametrize("ssl_method", ["simclr", "focal", "sdclr", "bcl"])
 def test_distributed_step_equals_single_process_on_global_batch(tmp_path, ssl_method):
     result_path = tmp_path / "result.json"
     command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -183,6 +183,9 @@ def test_distributed_step_equals_single_process_on_global_batch(tmp_path, ssl_me
     assert result["max_grad_diff"] <= 1e-5 * max(1.0, result["max_grad"])
     assert result["bank_vs_reference"] <= 1e-5
     assert result["banks_identical"] and result["priors_identical"] and result["seen"] == 12
+    # BCL's loss memory: the gathered per-sample losses, the same on every rank
+    assert result["memory_vs_reference"] <= 1e-5 * max(1.0, result["loss"])
+    assert result["memories_identical"] and result["memory_seen"] == 12
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
