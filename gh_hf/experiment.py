@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +126,52 @@ def known_prior_file(experiment: Experiment, seed: int) -> str:
     return os.path.relpath(path, ROOT)
 
 
-def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Path:
-    """Pretrains one run (unless `reuse` finds its encoder) and returns its output folder."""
-    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: str) -> list[str]:
+    """The `scripts/pretrain.py` arguments of one run, output folder included."""
     arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
-    command = [sys.executable, *LAUNCH, "scripts/pretrain.py", "--preset", experiment.preset,
-               *COMMON_ARGS, *arm_args, "--seed", str(seed), "--output_dir", str(output_dir),
-               *experiment.extra]  # fmt: skip
-    if not (experiment.reuse and (ROOT / output_dir / "encoder" / "run_info.json").exists()):
-        experiment.run(command)
+    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+    return ["--preset", experiment.preset, *COMMON_ARGS, *arm_args, "--seed", str(seed),
+            "--output_dir", str(output_dir), *experiment.extra]  # fmt: skip
+
+
+# Settings a kept run may differ in and still be reused: where it wrote and what it reported to.
+# ("auto" settings are compared as "auto": a run stores what they resolved to, from the other
+# settings and the machine, e.g. bf16 where it is native.)
+REUSE_IGNORES = ("output_dir", "push_to_hub", "hub_model_id", "report_to")
+
+
+def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
+    """Fails when a kept run was made with other settings than `arguments` would use now.
+
+    `--reuse` must never mix runs of two configurations in one table (e.g. after the preset changed).
+    """
+    from gh_hf.training.arguments import parse_pretrain_args
+
+    saved = json.loads(saved_args.read_text())
+    parts = dict(zip(("data", "model", "training"), parse_pretrain_args(arguments), strict=True))
+    differences = [
+        f"{key}: kept {saved[part].get(key)!r}, now {value!r}"
+        for part, values in parts.items()
+        for key, value in json.loads(json.dumps(asdict(values))).items()
+        if key not in REUSE_IGNORES and value != "auto" and saved.get(part, {}).get(key) != value
+    ]
+    if differences:
+        raise ValueError(
+            f"--reuse: the kept run {name} ({os.path.relpath(saved_args, ROOT)}) was made with other "
+            f"settings ({'; '.join(differences)}); delete it to rerun it, or choose another --results_dir"
+        )
+
+
+def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Path:
+    """Pretrains one run (unless `reuse` finds its encoder, made with the same settings) and returns
+    its output folder."""
+    arguments = pretrain_arguments(experiment, arm, seed, prior_file)
+    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+    done = ROOT / output_dir / "encoder" / "run_info.json"
+    if experiment.reuse and done.exists():
+        check_reusable(ROOT / output_dir / "training_args.json", arguments, f"{arm}_seed{seed}")
+        return output_dir
+    experiment.run([sys.executable, *LAUNCH, "scripts/pretrain.py", *arguments])
     return output_dir
 
 
@@ -175,6 +212,8 @@ def run_seed(experiment: Experiment, seed: int) -> None:
     for arm in experiment.arms:
         name = f"{arm}_seed{seed}"
         if experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists():
+            arguments = pretrain_arguments(experiment, arm, seed, prior_file)
+            check_reusable(experiment.run_dir(name) / "training_args.json", arguments, name)
             counts = json.loads((experiment.run_dir(name) / "benchmark.json").read_text())["dataset"][
                 "class_counts"
             ]

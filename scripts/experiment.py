@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
-    print(write_summary(experiment) if args.summary_only else run_experiment(experiment))
+    try:
+        print(write_summary(experiment) if args.summary_only else run_experiment(experiment))
+    except ValueError as error:  # e.g. --reuse finding a kept run made with other settings
+        print(f"experiment.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -62,3 +62,8 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     assert "scripts/pretrain.py" not in again.stdout and "scripts/benchmark.py" not in again.stdout
     assert (tmp_path / "results" / "summary.md").read_text() == summary
     assert (tmp_path / "results" / "commands.md").read_text() == commands
+
+    changed = run_experiment(tmp_path, "--reuse", "--extra", TINY + " --num_epochs 3")  # another schedule
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "the kept run simclr_seed0" in changed.stderr and "num_epochs: kept 2, now 3" in changed.stderr
+    assert "scripts/pretrain.py" not in changed.stdout
