@@ -52,9 +52,19 @@ METRICS = (
     ("Std", "per_class_std"),
 )
 PIXELS = "pixels"
-# accelerate launch gives each process OMP_NUM_THREADS=1 unless told otherwise: one process, all cores.
-LAUNCH = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-          "--num_cpu_threads_per_process", str(os.cpu_count() or 1), "--dynamo_backend", "no"]  # fmt: skip
+
+
+def launch_command(threads: int | None = None) -> list[str]:
+    """`python -m accelerate.commands.launch ...` of one run: one process on `threads` CPU threads.
+
+    accelerate launch gives each process OMP_NUM_THREADS=1 unless told otherwise; the default is
+    every core of the machine.
+    """
+    return ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+            "--num_cpu_threads_per_process", str(threads or os.cpu_count() or 1),
+            "--dynamo_backend", "no"]  # fmt: skip
+
+
 RUN_FILES = ("log.jsonl", "training_args.json", "knn_metrics.json", "prior.png", "encoder/run_info.json")
 
 
@@ -71,9 +81,14 @@ class Experiment:
     linear_epochs: int = 200
     extra: list[str] = field(default_factory=list)
     reuse: bool = False
+    threads: int | None = None  # CPU threads per run; None: all cores
     commands: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(
+                f"threads={self.threads} is invalid; allowed: an integer >= 1 (or None: all cores)"
+            )
         unknown = sorted(set(self.arms) - set(ARMS))
         if unknown:
             raise ValueError(f"arms {unknown} are unknown; choose from {sorted(ARMS)}")
@@ -137,7 +152,7 @@ def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: 
 # Settings a kept run may differ in and still be reused: where it wrote and what it reported to.
 # ("auto" settings are compared as "auto": a run stores what they resolved to, from the other
 # settings and the machine, e.g. bf16 where it is native.)
-REUSE_IGNORES = ("output_dir", "push_to_hub", "hub_model_id", "report_to")
+REUSE_IGNORES = ("output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "report_to")
 
 
 def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
@@ -163,15 +178,25 @@ def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
 
 
 def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Path:
-    """Pretrains one run (unless `reuse` finds its encoder, made with the same settings) and returns
-    its output folder."""
+    """Pretrains one run and returns its output folder.
+
+    With `reuse`, a finished run (its encoder exists) is kept and an interrupted one resumes from
+    its latest checkpoint, both only if made with the same settings; without it, the run starts
+    afresh in an emptied folder.
+    """
     arguments = pretrain_arguments(experiment, arm, seed, prior_file)
     output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
-    done = ROOT / output_dir / "encoder" / "run_info.json"
-    if experiment.reuse and done.exists():
-        check_reusable(ROOT / output_dir / "training_args.json", arguments, f"{arm}_seed{seed}")
-        return output_dir
-    experiment.run([sys.executable, *LAUNCH, "scripts/pretrain.py", *arguments])
+    started = ROOT / output_dir / "training_args.json"
+    if experiment.reuse and started.exists():
+        check_reusable(started, arguments, f"{arm}_seed{seed}")
+        if (ROOT / output_dir / "encoder" / "run_info.json").exists():
+            return output_dir
+    elif (ROOT / output_dir).exists():
+        shutil.rmtree(ROOT / output_dir)  # no checkpoint of an older run may be resumed or rotated
+    resume = ["--resume_from_checkpoint", "latest"] if experiment.reuse else []
+    experiment.run(
+        [sys.executable, *launch_command(experiment.threads), "scripts/pretrain.py", *arguments, *resume]
+    )
     return output_dir
 
 

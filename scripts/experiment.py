@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="linear,knn")
     parser.add_argument("--linear_epochs", type=int, default=200)
     parser.add_argument("--extra", default="", help="Extra pretraining arguments, e.g. '--num_epochs 2'.")
-    parser.add_argument("--reuse", action="store_true", help="Keep finished runs; run only what is missing.")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Keep finished runs, resume interrupted ones from their latest checkpoint, run what is missing.",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
     parser.add_argument("--summary_only", action="store_true", help="Rewrite summary.md from the kept runs.")
     args = parser.parse_args(argv)
     try:
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             linear_epochs=args.linear_epochs,
             extra=shlex.split(args.extra),
             reuse=args.reuse or args.summary_only,
+            threads=args.threads,
         )
     except ValueError as error:
         parser.error(str(error))
