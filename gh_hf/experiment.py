@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -106,7 +107,7 @@ class Experiment:
     def run(self, command: list[str]) -> None:
         """Runs `command` from the repository root and appends it to results_dir/commands.md first
         (with `python` for the interpreter), so an interrupted experiment keeps its record."""
-        line = " ".join(["python", *command[1:]])
+        line = shlex.join(["python", *command[1:]])  # quoted: each line can be pasted into a shell
         self.commands.append(line)
         print("$", line, flush=True)
         self.record(line)
