@@ -215,11 +215,12 @@ def build_two_views(
 class StreamedTrainLoader:
     """This process's training batches of a `StreamedSplit`, on the training device.
 
-    Every process makes N // (W * per_device_batch_size) batches an epoch (the rest of the
-    epoch's order is dropped, as `drop_last` does for the map-style split), so gathers never wait
-    on a process that ran out. It is not given to `accelerator.prepare`: `split_dataset_by_node`
-    already gives each process its rows, and Accelerate would split or dispatch them again.
-    Registered for checkpointing, it refuses a resume whose epoch order would differ.
+    Every process makes N // (W * per_device_batch_size) batches an epoch, rounded down to whole
+    gradient-accumulation groups (the rest of the epoch's order is dropped, as `drop_last` does
+    for the map-style split), so gathers never wait on a process that ran out. It is not given to
+    `accelerator.prepare`: `split_dataset_by_node` already gives each process its rows, and
+    Accelerate would split or dispatch them again. Registered for checkpointing, it refuses a
+    resume whose epoch order would differ.
 
     Args:
         split: The streamed split.
@@ -233,7 +234,10 @@ class StreamedTrainLoader:
     ):
         state = PartialState()
         self.device = state.device
-        self.num_batches = len(split) // (state.num_processes * args.per_device_batch_size)
+        # Whole accumulation groups: Accelerate syncs at a prepared loader's end, not at this one's.
+        accumulation = args.gradient_accumulation_steps
+        batches = len(split) // (state.num_processes * args.per_device_batch_size)
+        self.num_batches = batches // accumulation * accumulation
         rows = process_rows(
             split,
             args.seed,
@@ -279,7 +283,7 @@ class StreamedTrainLoader:
         ]
         if changed:
             raise DataSourceError(
-                f"cannot resume this streamed run mid-way with other settings ({', '.join(changed)}): its "
+                f"cannot resume this streamed run with other settings ({', '.join(changed)}): its "
                 "epoch order would change; resume with the checkpoint's values"
             )
 
