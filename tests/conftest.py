@@ -30,3 +30,40 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+FASHION_MNIST_FILES = "/usr/share/datasets/fashion-mnist"
+STREAMED_SOURCE_ROWS = 2000  # the first Fashion-MNIST training images, written as 250 parquet shards
+STREAMED_SHARDS = 250
+
+
+def fashion_mnist_subset(rows: int):
+    """The first `rows` Fashion-MNIST training images as a `Dataset` (skips the test without the files)."""
+    from pathlib import Path
+
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    from gh_hf.data import FASHION_MNIST_CLASSES, read_idx
+
+    folder = Path(FASHION_MNIST_FILES)
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST files absent (apt-get install dataset-fashion-mnist)")
+    images = read_idx(folder / "train-images-idx3-ubyte.gz")[:rows]
+    labels = read_idx(folder / "train-labels-idx1-ubyte.gz")[:rows].astype(np.int64)
+    features = Features({"image": Image(), "label": ClassLabel(names=FASHION_MNIST_CLASSES)})
+    return Dataset.from_dict({"image": list(images), "label": labels}, features=features)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_shards(tmp_path_factory):
+    """(source Dataset, folder of its parquet shards with columns image, label, index = source row)."""
+    from datasets.utils.logging import disable_progress_bar
+
+    from gh_hf.data import write_parquet_shards
+
+    disable_progress_bar()
+    source = fashion_mnist_subset(STREAMED_SOURCE_ROWS)
+    folder = tmp_path_factory.mktemp("fashion_mnist_parquet")
+    write_parquet_shards(source, folder, STREAMED_SHARDS)
+    return source, folder

@@ -22,6 +22,7 @@ from .long_tailed import (
     long_tailed_counts,
     long_tailed_indices,
     make_long_tailed,
+    max_per_class_of,
     parse_class_order,
 )
 from .sources import (
@@ -33,6 +34,13 @@ from .sources import (
     load_split_file,
     split_file_class_counts,
     to_common_schema,
+)
+from .streaming import (
+    StreamedSplit,
+    load_streamed_split,
+    read_index_file,
+    write_index_file,
+    write_parquet_shards,
 )
 from .transforms import (
     DATASET_STATS,
@@ -84,9 +92,15 @@ __all__ = [
     "long_tailed_counts",
     "long_tailed_indices",
     "make_long_tailed",
+    "max_per_class_of",
     "parse_class_order",
     "measure_throughput",
     "read_idx",
+    "read_index_file",
+    "StreamedSplit",
+    "load_streamed_split",
+    "write_index_file",
+    "write_parquet_shards",
     "to_common_schema",
     "with_eval_transform",
     "with_two_views",

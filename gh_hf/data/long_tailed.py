@@ -162,15 +162,16 @@ def add_index_column(dataset: Dataset) -> Dataset:
     return dataset.add_column("index", np.arange(len(dataset), dtype=np.int64))
 
 
-def _record(dataset: Dataset, metadata: dict[str, Any]) -> Dataset:
+def _record(dataset: Any, metadata: dict[str, Any], num_rows: int | None = None) -> Any:
     # The dataset is new (select/add_column copy the info), so editing its info is local to it.
+    # `num_rows` is given for a stream (an IterableDataset has no len()).
     try:
         description = json.loads(dataset.info.description or "{}")
     except json.JSONDecodeError:
         description = {"description": dataset.info.description}
     if not isinstance(description, dict):
         description = {"description": dataset.info.description}
-    description[_INFO_KEY] = {**metadata, "num_rows": len(dataset)}
+    description[_INFO_KEY] = {**metadata, "num_rows": len(dataset) if num_rows is None else num_rows}
     dataset.info.description = json.dumps(description)
     return dataset
 
@@ -210,7 +211,12 @@ def default_max_per_class(dataset: Dataset, label_column: str = "label") -> floa
     never needs more images than it has.
     """
     labels = _labels_of(dataset, label_column)
-    sizes = np.bincount(labels, minlength=_num_classes(dataset, label_column, labels))
+    return max_per_class_of(labels, _num_classes(dataset, label_column, labels))
+
+
+def max_per_class_of(labels: Sequence[int] | np.ndarray, num_classes: int) -> float:
+    """`default_max_per_class` of a label array: images / classes, bounded by the smallest class."""
+    sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     return min(len(labels) / len(sizes), int(sizes.min()))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from gh_hf.data.streaming import STREAMED_SOURCES
 from gh_hf.training.schedules import LR_SCHEDULES
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -46,10 +47,38 @@ def _bank_momentum_setting(name: str, value: str | float) -> str | float:
 class DataArguments:
     dataset: str = field(
         default="fashion_mnist",
-        metadata={"help": "fashion_mnist, digits, cifar10, cifar100, a folder, or split_file."},
+        metadata={
+            "help": "fashion_mnist, digits, cifar10, cifar100, a folder, split_file, or parquet (with "
+            "--streaming true)."
+        },
     )
     data_dir: str | None = field(
-        default=None, metadata={"help": "Local copy of the dataset (idx files, saved dataset, image folder)."}
+        default=None,
+        metadata={
+            "help": "Local copy of the dataset (idx files, saved dataset, image folder; the folder of "
+            "parquet shards with --streaming)."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training split from the parquet shards of --data_dir (--dataset parquet; "
+            "columns image, label, index) instead of loading it as a table."
+        },
+    )
+    index_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --streaming: the split's rows, one shard `index` value a line (a keep-list, in "
+            "split order); --imbalance_ratio other than 1 long-tails these rows further."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10000, metadata={"help": "With --streaming: rows in the shuffle buffer of the stream."}
+    )
+    shuffle_buffer_shards: int = field(
+        default=10,
+        metadata={"help": "With --streaming: shards read at a time into the shuffle buffer (1: one by one)."},
     )
     split_file: str | None = field(
         default=None, metadata={"help": "ImageNet-LT/Places-LT style 'path label' file (dataset=split_file)."}
@@ -118,6 +147,38 @@ class DataArguments:
             _fail("data", "view_pipeline", self.view_pipeline, f"must be one of {VIEW_PIPELINES}")
         if self.test_split_file is not None and self.split_file is None:
             _fail("data", "test_split_file", self.test_split_file, "needs --split_file (the training images)")
+        self._check_streaming()
+
+    def _check_streaming(self) -> None:
+        for name in ("shuffle_buffer_size", "shuffle_buffer_shards"):
+            if getattr(self, name) < 1:
+                _fail("data", name, getattr(self, name), "must be >= 1")
+        if not self.streaming:
+            if self.dataset in STREAMED_SOURCES:
+                _fail(
+                    "data",
+                    "dataset",
+                    self.dataset,
+                    "parquet shards are read as a stream: add --streaming true",
+                )
+            if self.index_file is not None:
+                _fail("data", "index_file", self.index_file, "needs --streaming true")
+            return
+        if self.dataset not in STREAMED_SOURCES:
+            _fail(
+                "data", "streaming", self.streaming, f"needs --dataset parquet, got --dataset {self.dataset}"
+            )
+        if self.data_dir is None:
+            _fail(
+                "data",
+                "data_dir",
+                self.data_dir,
+                "is required with --streaming (the folder of parquet shards)",
+            )
+        if self.split_file is not None:
+            _fail(
+                "data", "split_file", self.split_file, "cannot be streamed; with --streaming use --index_file"
+            )
 
 
 @dataclass

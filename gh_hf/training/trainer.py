@@ -25,7 +25,13 @@ from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
-from gh_hf.training.data import build_train_loader, load_long_tailed_train
+from gh_hf.training.data import (
+    build_train_loader,
+    epoch_batches,
+    labels_by_index,
+    load_long_tailed_train,
+    prepare_train_loader,
+)
 from gh_hf.training.export import export_encoder
 from gh_hf.training.prior import (
     BankMomenta,
@@ -116,6 +122,11 @@ class Pretrainer:
                 "--split_file data with the kNN monitor on needs --test_split_file (the test images' "
                 "'path label' file); or turn the monitor off with --knn_every_epochs 0 --knn_at_end false"
             )
+        if monitor_on and data_args.streaming:
+            raise ValueError(  # the monitor reads a test split, which a stream of shards does not have
+                "--streaming true runs without the kNN monitor: turn it off with --knn_every_epochs 0 "
+                "--knn_at_end false, and evaluate the encoder with scripts/benchmark.py"
+            )
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -142,7 +153,7 @@ class Pretrainer:
         optimizer = torch.optim.SGD(
             model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
         )
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.model, self.optimizer, self.loader = prepare_train_loader(accelerator, model, optimizer, loader)
         self.bank = ScoreBank(len(self.train_dataset), self.config.num_anchors, device=accelerator.device)
         accelerator.register_for_checkpointing(self.state, self.bank)
         self.loss_memory = None
@@ -226,12 +237,7 @@ class Pretrainer:
     @cached_property
     def train_labels(self) -> torch.Tensor | None:
         """(N_train,) class id per sample index, read for the prior's diagnostics only (None: no labels)."""
-        if "label" not in self.train_dataset.column_names:
-            return None
-        columns = self.train_dataset.with_format("torch", columns=["index", "label"])[:]
-        labels = torch.full((len(self.train_dataset),), -1, dtype=torch.long)
-        labels[columns["index"].long()] = columns["label"].long()
-        return None if (labels < 0).any() else labels
+        return labels_by_index(self.train_dataset)
 
     def save_prior_figure(self) -> None:
         """output_dir/prior.png: each refresh's sorted prior estimate against the true class frequencies."""
@@ -291,14 +297,7 @@ class Pretrainer:
         if state.step_in_epoch == 0:
             self.unwrapped().refresh_pruning_masks()  # SDCLR; a no-op for the other bases
             self.refresh_prior(epoch)
-        loader = (
-            accelerator.skip_first_batches(self.loader, state.step_in_epoch)
-            if state.step_in_epoch
-            else self.loader
-        )
-        # Accelerate's loaders re-apply their own epoch counter to the sampler when iterated, so the
-        # epoch goes through them (a resumed run's counter would otherwise lag behind).
-        loader.set_epoch(epoch)
+        loader = epoch_batches(accelerator, self.loader, epoch, state.step_in_epoch)
         self.model.train()
         tick = time.perf_counter()
         for batch in loader:
