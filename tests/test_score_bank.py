@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gh_hf.training import ScoreBank, parse_pretrain_args
 from gh_hf.training.prior import anchor_class_counts, prior_diagnostics
@@ -227,3 +228,43 @@ def test_sharded_bank_equals_the_replicated_one_on_two_processes(tmp_path):
     assert checks.pop("shard_rows") == [501, 500] and checks.pop("replicated_rows") == 1001
     failed = [name for name, ok in checks.items() if not ok]
     assert not failed, failed
+
+
+# ---- pretraining on two gloo processes ----------------------------------------------------------
+@pytest.mark.slow
+def test_sharded_bank_trains_bitwise_like_the_replicated_one_and_resumes_on_any_world_size(tmp_path):
+    from safetensors import safe_open
+
+    from gh_hf.training.prior import read_refreshes
+    from tests.test_pretrain_e2e import TINY, check, launch
+
+    # 16 steps of 64 images: the prior is refreshed (and GH trains on it) from the end of epoch 1.
+    common = [*TINY, "--max_steps", "16", "--per_device_batch_size", "32", "--checkpoint_every_epochs", "0"]
+    replicated, sharded, resumed = tmp_path / "replicated", tmp_path / "sharded", tmp_path / "resumed"
+    check(launch([*common, "--bank_sharding", "replicated", "--output_dir", str(replicated)], processes=2))
+    check(launch([*common, "--checkpoint_every", "8", "--output_dir", str(sharded)], processes=2))
+    expected, weights = (
+        load_file(replicated / "encoder" / "model.safetensors"),
+        load_file(sharded / "encoder" / "model.safetensors"),
+    )
+    assert expected.keys() == weights.keys() and all(torch.equal(expected[k], weights[k]) for k in expected)
+    refreshes = read_refreshes(sharded / "log.jsonl")
+    assert refreshes and refreshes == read_refreshes(replicated / "log.jsonl")
+    assert "anchor_purity_mean" in refreshes[0]
+
+    checkpoint = sharded / "checkpoints" / "step_00000008"
+    for rank in range(2):  # each process wrote its half of the bank
+        with safe_open(str(checkpoint / f"score_bank-shard{rank:05d}-of-00002.safetensors"), "pt") as handle:
+            num_samples = int(handle.metadata()["num_samples"])
+            assert handle.get_slice("scores").get_shape() == [(num_samples - rank + 1) // 2, 10]
+    check(
+        launch(
+            [*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(checkpoint)], processes=2
+        )
+    )
+    again = load_file(resumed / "encoder" / "model.safetensors")
+    assert all(torch.equal(expected[k], again[k]) for k in expected)
+    # One process reads both shards (re-sharding); the run goes on from step 8.
+    result = check(launch([*common, "--max_steps", "9", "--output_dir", str(tmp_path / "one"),
+                           "--resume_from_checkpoint", str(checkpoint)]))  # fmt: skip
+    assert "Resumed from" in result.stdout
