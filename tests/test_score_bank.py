@@ -210,6 +210,13 @@ def test_missing_or_foreign_shards_fail_naming_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"holds 37 samples x \(4,\), expected 40 x \(4,\)"):
         banks[1].save_shard(tmp_path)
         ScoreBank(40, 4, num_shards=3, shard=0).load_shards(tmp_path)
+    renamed = tmp_path / "renamed"  # shards of 3 passed off as shards of 2
+    for rank in range(2):
+        banks[rank].save_shard(renamed).rename(renamed / f"score_bank-shard{rank:05d}-of-00002.safetensors")
+    with pytest.raises(
+        ValueError, match=r"shard00000-of-00002.safetensors holds 13 rows, but shard 0 of 2 .* 19"
+    ):
+        ScoreBank(37, 4, num_shards=2, shard=0).load_shards(renamed)
     with pytest.raises(ValueError, match="holds no score bank shards"):
         ScoreBank(37, 4).load_shards(tmp_path / "empty")
 

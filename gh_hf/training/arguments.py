@@ -225,8 +225,8 @@ class PretrainingArguments:
     bank_dtype: str = field(
         default="float32",
         metadata={
-            "help": "Storage dtype of the score bank: float32, bfloat16 or float16 (half the memory; the "
-            "prior's error against float32 is measured in docs/memory.md)."
+            "help": "Storage dtype of the score bank: float32, bfloat16 or float16 (half the memory; "
+            "float16 keeps the prior closer to float32's than bfloat16 does: docs/memory.md)."
         },
     )
     class_prior: str = field(

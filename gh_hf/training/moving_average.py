@@ -139,7 +139,7 @@ class PerSampleMovingAverage:
         if saved_shards == self.num_shards:
             self._read_rows(self.shard_file(directory, self.shard, saved_shards), saved_shards, self.shard)
             return
-        logger.info(
+        logger.warning(
             "Re-sharding the %s: written by %d processes, read by %d.", self.description, saved_shards,
             self.num_shards,
         )  # fmt: skip
@@ -179,6 +179,12 @@ class PerSampleMovingAverage:
             saved_samples = int(handle.metadata()["num_samples"])
             values, seen = handle.get_slice(self.value_key), handle.get_slice("seen")
             saved_shape = tuple(values.get_shape())
+            expected_rows = shard_rows(saved_samples, saved_shards, saved_shard)
+            if saved_shape[0] != expected_rows:
+                raise ValueError(
+                    f"{path.name} holds {saved_shape[0]} rows, but shard {saved_shard} of {saved_shards} of "
+                    f"{saved_samples} samples has {expected_rows}: the file is damaged or renamed."
+                )
             if saved_samples != self.num_samples or saved_shape[1:] != tuple(self.values.shape[1:]):
                 raise ValueError(
                     f"Checkpointed {self.description} holds {saved_samples} samples x {saved_shape[1:]}, "
