@@ -126,7 +126,7 @@ def main() -> None:
     parts = set(args.parts.split(","))
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.is_file() else {}  # other parts are kept
-    result["command"] = "PYTHONPATH=. python scripts/bench_bank_memory.py " + " ".join(sys.argv[1:])
+    result["command"] = " ".join(["PYTHONPATH=. python scripts/bench_bank_memory.py", *sys.argv[1:]])
     result["arguments"] = asdict(args)
     if "table" in parts:
         config = GHConfig(
