@@ -16,6 +16,7 @@ from gh_hf.training import ScoreBank, parse_pretrain_args
 from gh_hf.training import trainer as trainer_module
 from gh_hf.training.prior import (
     BankMomenta,
+    anchor_class_counts,
     anchor_purity,
     auto_bank_momentum,
     match_prior_to_anchors,
@@ -223,7 +224,9 @@ def test_prior_diagnostics_of_a_planted_assignment():
     assignments = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
     labels = torch.tensor([5, 5, 5, 1, 1, 1, 3, 1])  # class frequencies 4/8, 3/8, 1/8
     prior = torch.tensor([0.5, 0.25, 0.25])
-    values = prior_diagnostics(prior, torch.full((3,), 1 / 3), assignments, labels)
+    counts = anchor_class_counts(assignments, labels, 3)
+    assert counts.shape == (3, 6) and counts[0, 5] == 3 and counts.sum() == 8
+    values = prior_diagnostics(prior, torch.full((3,), 1 / 3), counts.sum(1), counts)
     assert values["prior_sorted"] == [0.5, 0.25, 0.25] and values["anchor_occupancy"] == [4, 2, 2]
     assert values["prior_entropy"] == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
     assert values["prior_drift"] == pytest.approx(1 / 6)
@@ -232,7 +235,7 @@ def test_prior_diagnostics_of_a_planted_assignment():
     assert values["anchor_purity"] == [0.75, 1.0, 0.5] and values["anchor_purity_mean"] == pytest.approx(
         6 / 8
     )
-    assert "anchor_purity" not in prior_diagnostics(prior, prior, assignments, None)
+    assert "anchor_purity" not in prior_diagnostics(prior, prior, counts.sum(1), None)
 
 
 def test_prior_figure_from_the_log_keeps_the_last_record_of_an_epoch(tmp_path):

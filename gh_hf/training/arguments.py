@@ -18,6 +18,7 @@ from transformers import HfArgumentParser
 
 from gh_hf.data.streaming import STREAMED_SOURCES
 from gh_hf.training.schedules import LR_SCHEDULES
+from gh_hf.training.score_bank import BANK_DTYPES, BANK_SHARDINGS
 
 PRESET_DIR = Path(__file__).parent / "presets"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
@@ -275,6 +276,20 @@ class PretrainingArguments:
             "float in [0, 1)."
         },
     )
+    bank_sharding: str = field(
+        default="sharded",
+        metadata={
+            "help": "sharded (process r of W holds the samples i with i % W == r: 1/W of the bank, the same "
+            "prior; docs/memory.md) or replicated (every process holds the whole bank)."
+        },
+    )
+    bank_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Storage dtype of the score bank: float32, bfloat16 or float16 (half the memory; "
+            "float16 keeps the prior closer to float32's than bfloat16 does: docs/memory.md)."
+        },
+    )
     class_prior: str = field(
         default="estimated",
         metadata={
@@ -383,6 +398,10 @@ class PretrainingArguments:
                 _fail("training", name, getattr(self, name), "must be in [0, 1)")
         if self.knn_grouping not in KNN_GROUPINGS:
             _fail("training", "knn_grouping", self.knn_grouping, f"must be one of {KNN_GROUPINGS}")
+        if self.bank_sharding not in BANK_SHARDINGS:
+            _fail("training", "bank_sharding", self.bank_sharding, f"must be one of {BANK_SHARDINGS}")
+        if self.bank_dtype not in BANK_DTYPES:
+            _fail("training", "bank_dtype", self.bank_dtype, f"must be one of {tuple(BANK_DTYPES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             _fail("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
         if self.push_to_hub and not self.hub_model_id:

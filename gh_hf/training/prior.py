@@ -196,55 +196,100 @@ def prior_entropy(prior: torch.Tensor) -> float:
     return float(-(positive * positive.log()).sum())
 
 
-def anchor_purity(
-    assignments: torch.Tensor, labels: torch.Tensor, num_anchors: int
-) -> tuple[list[float | None], float]:
-    """Share of each anchor's samples in its majority class, and the sample-weighted mean.
+def anchor_class_counts(
+    assignments: torch.Tensor, labels: torch.Tensor, num_anchors: int, num_classes: int | None = None
+) -> torch.Tensor:
+    """(K, C) how many samples of each class have each anchor, on `assignments`' device.
 
     Args:
         assignments: (N,) anchor id of each sample.
         labels: (N,) class id of each sample (>= 0).
         num_anchors: K.
+        num_classes: C; by default the largest label + 1 (give it when tables are summed over shards).
+    """
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 1
+    counts = torch.zeros(num_anchors, num_classes, dtype=torch.long, device=assignments.device)
+    labels = labels.to(assignments.device).long()
+    counts.index_put_((assignments.long(), labels), torch.ones_like(labels), accumulate=True)
+    return counts
+
+
+def purity_of_counts(counts: torch.Tensor) -> tuple[list[float | None], float]:
+    """Share of each anchor's samples in its majority class, and the sample-weighted mean.
+
+    Args:
+        counts: (K, C) samples per anchor and class (`anchor_class_counts`).
 
     Returns:
         (per-anchor purity, None for an empty anchor; mean purity = sum of majority counts / N).
     """
-    num_classes = int(labels.max()) + 1 if len(labels) else 1
-    table = torch.zeros(num_anchors, num_classes, dtype=torch.long)  # (K, C) samples per anchor and class
-    table.index_put_(
-        (assignments.cpu().long(), labels.cpu().long()),
-        torch.ones(len(labels), dtype=torch.long),
-        accumulate=True,
-    )
-    majority, sizes = table.max(dim=1).values, table.sum(dim=1)
+    counts = counts.cpu()
+    majority, sizes = counts.max(dim=1).values, counts.sum(dim=1)
     per_anchor = [round(int(m) / int(s), 4) if s > 0 else None for m, s in zip(majority, sizes, strict=True)]
     mean = float(majority.sum() / sizes.sum()) if sizes.sum() > 0 else float("nan")
     return per_anchor, mean
 
 
-def class_frequencies(labels: torch.Tensor) -> torch.Tensor:
-    """Sorted (descending) share of each class present among `labels`."""
-    counts = torch.bincount(labels.cpu().long()).double()
+def anchor_purity(
+    assignments: torch.Tensor, labels: torch.Tensor, num_anchors: int
+) -> tuple[list[float | None], float]:
+    """`purity_of_counts` of the samples' (anchor, class) pairs.
+
+    Args:
+        assignments: (N,) anchor id of each sample.
+        labels: (N,) class id of each sample (>= 0).
+        num_anchors: K.
+    """
+    return purity_of_counts(anchor_class_counts(assignments.cpu(), labels.cpu(), num_anchors))
+
+
+def sorted_shares(counts: torch.Tensor) -> torch.Tensor:
+    """Sorted (descending) shares of the non-zero entries of a histogram."""
+    counts = counts.cpu().double()
     counts = counts[counts > 0]
     return (counts / counts.sum()).sort(descending=True).values
+
+
+def class_frequencies(labels: torch.Tensor) -> torch.Tensor:
+    """Sorted (descending) share of each class present among `labels`."""
+    return sorted_shares(torch.bincount(labels.cpu().long()))
+
+
+def bank_counts(bank: ScoreBank, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the diagnostics read from the bank, summed over its shards (collective when sharded).
+
+    Args:
+        bank: The score bank (this process's shard).
+        labels: (N_train,) class id per sample index, or None when the split has no labels.
+
+    Returns:
+        (occupancy (K,), anchor x class counts (K, C) of the samples seen, or None without labels).
+    """
+    if labels is None:
+        return bank.occupancy(), None
+    indices, anchors = bank.assignments()
+    local = anchor_class_counts(anchors, labels[indices.cpu()], bank.scores.shape[1], int(labels.max()) + 1)
+    counts = bank.sum_over_shards(local)
+    return counts.sum(dim=1), counts
 
 
 def prior_diagnostics(
     prior: torch.Tensor,
     previous_prior: torch.Tensor,
-    assignments: torch.Tensor,
-    labels: torch.Tensor | None,
+    occupancy: torch.Tensor,
+    counts: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """What a prior refresh logs (see docs/training.md); labels, if given, are read for logging only.
 
     Args:
         prior: (K,) the new prior, the one GH will read.
         previous_prior: (K,) the prior it replaces (uniform before the first refresh).
-        assignments: (N_seen,) the bank argmax of every sample seen so far.
-        labels: (N_seen,) their class ids, or None when the split has no labels.
+        occupancy: (K,) samples seen so far whose bank argmax is each anchor.
+        counts: (K, C) the same split by class (`anchor_class_counts`), or None when the split has
+            no labels.
     """
-    num_anchors = len(prior)
-    occupancy = torch.bincount(assignments.cpu().long(), minlength=num_anchors)
+    occupancy = occupancy.cpu().long()
     estimate = occupancy.double() / max(int(occupancy.sum()), 1)
     values: dict[str, Any] = {
         "prior": [round(float(p), 6) for p in prior],
@@ -254,9 +299,9 @@ def prior_diagnostics(
         "anchor_occupancy": occupancy.tolist(),
         "anchors_occupied": int((occupancy > 0).sum()),
     }
-    if labels is not None and len(labels) > 0:
-        true = class_frequencies(labels)
-        per_anchor, mean = anchor_purity(assignments, labels, num_anchors)
+    if counts is not None and counts.sum() > 0:
+        true = sorted_shares(counts.sum(dim=0))
+        per_anchor, mean = purity_of_counts(counts)
         values |= {
             "class_frequencies_sorted": [round(float(p), 6) for p in true],
             "prior_tv_to_classes": total_variation(prior.sort(descending=True).values, true),

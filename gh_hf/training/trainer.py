@@ -35,6 +35,7 @@ from gh_hf.training.data import (
 from gh_hf.training.export import export_encoder
 from gh_hf.training.prior import (
     BankMomenta,
+    bank_counts,
     plot_prior_history,
     prior_diagnostics,
     read_refreshes,
@@ -48,7 +49,7 @@ from gh_hf.training.schedules import (
     two_stage_cosine_lr,
     warmup_cosine_lr,
 )
-from gh_hf.training.score_bank import ScoreBank
+from gh_hf.training.score_bank import ScoreBank, build_score_bank
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,16 @@ class Pretrainer:
             model.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
         )
         self.model, self.optimizer, self.loader = prepare_train_loader(accelerator, model, optimizer, loader)
-        self.bank = ScoreBank(len(self.train_dataset), self.config.num_anchors, device=accelerator.device)
-        accelerator.register_for_checkpointing(self.state, self.bank)
+        self.bank = None  # the bank only feeds GH's prior; its shards join every checkpoint
+        if self.config.use_gh:
+            self.bank = build_score_bank(
+                accelerator,
+                len(self.train_dataset),
+                self.config.num_anchors,
+                args.bank_sharding,
+                args.bank_dtype,
+            )
+        accelerator.register_for_checkpointing(self.state)
         self.loss_memory = None
         if self.config.ssl_method == "bcl":
             self.loss_memory = LossMemory(
@@ -228,9 +237,7 @@ class Pretrainer:
             return
         class_prior = self.unwrapped().class_prior
         prior = refreshed_prior(self.bank, self.prior_source, self.args.prior_floor)
-        indices, assignments = self.bank.assignments()
-        labels = None if self.train_labels is None else self.train_labels[indices.cpu()]
-        diagnostics = prior_diagnostics(prior, class_prior, assignments, labels)
+        diagnostics = prior_diagnostics(prior, class_prior, *bank_counts(self.bank, self.train_labels))
         class_prior.copy_(prior)
         self.log({"epoch": epoch, **diagnostics})
 
@@ -353,7 +360,7 @@ class Pretrainer:
             accelerator.backward(out.loss)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if self.config.use_gh:  # the bank only feeds GH's prior
+        if self.bank is not None:
             self.update_bank(batch["index"], out.anchor_scores[:, 0], epoch)
         if self.loss_memory is not None:
             indices, losses = accelerator.gather((batch["index"], out.ssl_loss_per_sample.detach().float()))
@@ -459,7 +466,7 @@ def apply_speed_options(model: GHForPreTraining, compile: bool, channels_last: b
 def update_bank_globally(
     accelerator: Accelerator, bank: ScoreBank, indices: torch.Tensor, scores: torch.Tensor, momentum: float
 ) -> None:
-    """Moving average of view-1 scores over the gathered global batch, so every rank holds the same bank."""
+    """Moving average of view-1 scores over the gathered global batch; each rank keeps the rows it holds."""
     indices, scores = accelerator.gather((indices, scores.detach().float()))
     bank.update(indices, scores, momentum)
 
