@@ -156,6 +156,11 @@ def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: 
 REUSE_IGNORES = ("output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "report_to")
 
 
+def _as_json(arguments: Any) -> dict[str, Any]:
+    """An arguments dataclass as its training_args.json section (tuples as lists)."""
+    return json.loads(json.dumps(asdict(arguments)))
+
+
 def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
     """Fails when a kept run was made with other settings than `arguments` would use now.
 
@@ -165,12 +170,15 @@ def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
 
     saved = json.loads(saved_args.read_text())
     parts = dict(zip(("data", "model", "training"), parse_pretrain_args(arguments), strict=True))
-    differences = [
-        f"{key}: kept {saved[part].get(key)!r}, now {value!r}"
-        for part, values in parts.items()
-        for key, value in json.loads(json.dumps(asdict(values))).items()
-        if key not in REUSE_IGNORES and value != "auto" and saved.get(part, {}).get(key) != value
-    ]
+    differences = []
+    for part, values in parts.items():
+        # A setting added after the run was made counts as its default (what the run did).
+        kept = {**_as_json(type(values)()), **saved.get(part, {})}
+        differences += [
+            f"{key}: kept {kept.get(key)!r}, now {value!r}"
+            for key, value in _as_json(values).items()
+            if key not in REUSE_IGNORES and value != "auto" and kept.get(key) != value
+        ]
     if differences:
         raise ValueError(
             f"--reuse: the kept run {name} ({os.path.relpath(saved_args, ROOT)}) was made with other "
