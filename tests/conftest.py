@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -67,3 +71,18 @@ def fashion_mnist_shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fashion_mnist_parquet")
     write_parquet_shards(source, folder, STREAMED_SHARDS)
     return source, folder
+
+
+def interrupt_at_checkpoint(command: list[str], env: dict[str, str], checkpoint: Path) -> None:
+    """Starts a pretraining `command` and kills its whole process group once `checkpoint` exists
+    (a crash mid-run: no clean shutdown), then asserts the run was really cut short."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), f"no {checkpoint.name} before the run ended"
+    assert not (checkpoint.parents[1] / "encoder").exists(), "the run was not interrupted mid-way"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, interrupt_at_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -93,18 +92,7 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
     command = [*ACCELERATE, "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", str(ROOT / "scripts" / "pretrain.py"), *common,
                "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    checkpoint = interrupted / "checkpoints" / "step_00000006"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists() and not (interrupted / "encoder").exists(), (
-        "the run was not interrupted mid-way"
-    )
+    interrupt_at_checkpoint(command, ENV, interrupted / "checkpoints" / "step_00000006")
 
     # Resume with another worker count: views depend on (seed, epoch, index) only.
     check(

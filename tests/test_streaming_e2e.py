@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
 from gh_hf.data import load_streamed_split, write_index_file
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, interrupt_at_checkpoint
 from tests.test_pretrain_e2e import ACCELERATE, ENV, ROOT, _weights, check, launch
 
 pytestmark = pytest.mark.slow
@@ -56,16 +53,7 @@ def test_killed_streamed_run_resumes_mid_epoch_with_bitwise_identical_weights(fa
     command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
                "no", "--dynamo_backend", "no", str(ROOT / "scripts" / "pretrain.py"), *common,
                "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    checkpoint = interrupted / "checkpoints" / "step_00000006"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists() and not (interrupted / "encoder").exists(), "the run was not interrupted"
+    interrupt_at_checkpoint(command, ENV, interrupted / "checkpoints" / "step_00000006")
 
     # Resumed with DataLoader workers: the batches depend on (seed, epoch, processes), not on workers.
     resume = [*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest",

@@ -187,24 +187,11 @@ def build_two_views(
     num_samples: int, data_args: DataArguments, config, args: PretrainingArguments, per_image: bool
 ) -> TwoViewTransform | BatchedTwoViews:
     """What makes a run's two views: per image (BCL: memory-boosted) or for whole batches."""
+    image = (config.image_size, config.in_chans, config.image_mean, config.image_std)
+    recipe = {"recipe": data_args.augmentation, "crop_min_scale": data_args.crop_min_scale}
     if not per_image:
-        return BatchedTwoViews(
-            config.image_size,
-            config.in_chans,
-            config.image_mean,
-            config.image_std,
-            recipe=data_args.augmentation,
-            seed=args.seed,
-            crop_min_scale=data_args.crop_min_scale,
-        )
-    view = build_pretrain_transform(
-        config.image_size,
-        config.in_chans,
-        config.image_mean,
-        config.image_std,
-        recipe=data_args.augmentation,
-        crop_min_scale=data_args.crop_min_scale,
-    )
+        return BatchedTwoViews(*image, seed=args.seed, **recipe)
+    view = build_pretrain_transform(*image, **recipe)
     if config.ssl_method == "bcl":
         return MemoryBoostedTwoViewTransform(
             view, num_samples, args.seed, args.bcl_num_ops, args.bcl_max_magnitude
