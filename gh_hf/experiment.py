@@ -142,10 +142,15 @@ def known_prior_file(experiment: Experiment, seed: int) -> str:
     return os.path.relpath(path, ROOT)
 
 
+def work_run_dir(experiment: Experiment, arm: str, seed: int) -> Path:
+    """Where one run trains (relative to the repository root)."""
+    return Path(experiment.work_dir) / f"{arm}_seed{seed}"
+
+
 def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: str) -> list[str]:
     """The `scripts/pretrain.py` arguments of one run, output folder included."""
     arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
-    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+    output_dir = work_run_dir(experiment, arm, seed)
     return ["--preset", experiment.preset, *COMMON_ARGS, *arm_args, "--seed", str(seed),
             "--output_dir", str(output_dir), *experiment.extra]  # fmt: skip
 
@@ -194,7 +199,7 @@ def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Pa
     afresh in an emptied folder.
     """
     arguments = pretrain_arguments(experiment, arm, seed, prior_file)
-    output_dir = Path(experiment.work_dir) / f"{arm}_seed{seed}"
+    output_dir = work_run_dir(experiment, arm, seed)
     started = ROOT / output_dir / "training_args.json"
     if experiment.reuse and started.exists():
         check_reusable(started, arguments, f"{arm}_seed{seed}")
