@@ -24,8 +24,9 @@ $(PY):
 
 venv: $(PY)
 
+# pytest-xdist: one test worker per core (2-process tests launch their own processes on a free port).
 test: $(PY)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 quality: $(PY)
 	$(VENV)/bin/ruff check gh_hf scripts tests

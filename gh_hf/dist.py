@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import torch
 import torch.distributed as torch_dist
 
@@ -87,3 +89,11 @@ def resolve_mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if bf16_is_native() else "no"
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for `accelerate launch --main_process_port` of a local
+    multi-process run, so that two such runs side by side never meet on accelerate's default 29500."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

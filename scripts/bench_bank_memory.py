@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from gh_hf import GHConfig
+from gh_hf.dist import free_port
 from gh_hf.training.bank_memory import BankSchedule, dtype_error, measure_bank_rss, memory_table, model_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,16 @@ def _rss(args: BenchArguments) -> list[dict]:
                   "scripts/bench_bank_memory.py"]  # fmt: skip
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "rss.json"
-            command = [sys.executable, "-m", "accelerate.commands.launch", *launch[2:], *options]
+            port = ["--main_process_port", str(free_port())]  # not 29500: another run may hold it
+            command = [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                *launch[2:-1],
+                *port,
+                launch[-1],
+                *options,
+            ]
             subprocess.run([*command, "--worker_output", str(out)], cwd=ROOT, check=True)
             processes = json.loads(out.read_text())
         runs.append(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def accelerate_command(script: Path | str, *args: str, processes: int = 1) -> list[str]:
+    """`accelerate launch` of `script` on CPU (no mixed precision, no dynamo). Several processes get a
+    free port of their own, so launches that run side by side (`pytest -n 2`) never share one."""
+    from gh_hf.dist import free_port
+
+    launcher = ["--num_processes", str(processes)]
+    if processes > 1:
+        launcher = ["--multi_gpu", *launcher, "--main_process_port", str(free_port())]
+    options = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [*ACCELERATE, *launcher, *options, str(script), *args]
+
 
 TINY_BACKBONE = {"backbone": "resnet18", "backbone_kwargs": {"channels": [8, 16, 32, 64]}}
 # A pretraining run of seconds on digits (scripts/pretrain.py arguments; later ones override).
@@ -29,6 +45,13 @@ def tiny_config():
     from gh_hf import GHConfig
 
     return GHConfig(**TINY_BACKBONE, in_chans=1, image_size=16, projection_dim=16, num_anchors=10)
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (`make test`: one worker per core) each worker gets its share of the cores.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True)

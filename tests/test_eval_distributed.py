@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,22 +82,14 @@ def _worker(output_path: str) -> None:
     accelerator.wait_for_everyone()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_gather_every_row_exactly_once(tmp_path):
     output = tmp_path / "result.json"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    from tests.conftest import accelerate_command  # not at the top: this file is also the worker
+
+    command = accelerate_command(__file__, str(output), processes=2)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run(
-        [*command, __file__, str(output)], env=env, capture_output=True, text=True, timeout=180
-    )
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = json.loads(output.read_text())
     assert len(results) == 2 and all(r["num_processes"] == 2 for r in results)

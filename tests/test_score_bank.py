@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,9 @@ from safetensors.torch import load_file
 from gh_hf.training import ScoreBank, parse_pretrain_args
 from gh_hf.training.prior import anchor_class_counts, prior_diagnostics
 from gh_hf.training.score_bank import bank_bytes
+from tests.conftest import accelerate_command
 
 ROOT = Path(__file__).resolve().parents[1]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "PYTHONPATH": str(ROOT)}  # fmt: skip
 
@@ -224,10 +223,8 @@ def test_missing_or_foreign_shards_fail_naming_what_is_wrong(tmp_path):
 # ---- two gloo processes -----------------------------------------------------------------------
 def test_sharded_bank_equals_the_replicated_one_on_two_processes(tmp_path):
     result_path = tmp_path / "result.json"
-    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "tests" / "scripts" / "sharded_bank.py"),
-               str(result_path), str(tmp_path)]  # fmt: skip
+    script = ROOT / "tests" / "scripts" / "sharded_bank.py"
+    command = accelerate_command(script, str(result_path), str(tmp_path), processes=2)
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     checks = json.loads(result_path.read_text())

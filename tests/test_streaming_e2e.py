@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gh_hf.data import load_streamed_split, write_index_file
-from tests.conftest import TINY_RUN, interrupt_at_checkpoint
-from tests.test_pretrain_e2e import ACCELERATE, ENV, ROOT, _weights, check, launch
+from tests.conftest import TINY_RUN, accelerate_command, interrupt_at_checkpoint
+from tests.test_pretrain_e2e import ENV, ROOT, _weights, check, launch
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,9 @@ def test_two_processes_see_every_sample_of_the_split_once_per_epoch(fashion_mnis
     out = tmp_path / "epochs.json"
     run = streamed_run(fashion_mnist_shards[1], "--index_file", str(index_file), "--imbalance_ratio", "1",
                        "--dataloader_num_workers", "2")  # fmt: skip
-    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "tests" / "scripts" / "streamed_epochs.py"), str(out), *run]  # fmt: skip
+    command = accelerate_command(
+        ROOT / "tests" / "scripts" / "streamed_epochs.py", str(out), *run, processes=2
+    )
     check(subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600))
     result = json.loads(out.read_text())
     assert result["world"] == 2 and result["num_samples"] == 640 and result["batches_per_epoch"] == 10
@@ -50,9 +50,15 @@ def test_killed_streamed_run_resumes_mid_epoch_with_bitwise_identical_weights(fa
     check(launch([*common, "--output_dir", str(tmp_path / "straight")], processes=2))
 
     interrupted = tmp_path / "interrupted"
-    command = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-               "no", "--dynamo_backend", "no", str(ROOT / "scripts" / "pretrain.py"), *common,
-               "--output_dir", str(interrupted), "--checkpoint_every", "6"]  # fmt: skip
+    command = accelerate_command(
+        ROOT / "scripts" / "pretrain.py",
+        *common,
+        "--output_dir",
+        str(interrupted),
+        "--checkpoint_every",
+        "6",
+        processes=2,
+    )
     interrupt_at_checkpoint(command, ENV, interrupted / "checkpoints" / "step_00000006")
 
     # Resumed with DataLoader workers: the batches depend on (seed, epoch, processes), not on workers.

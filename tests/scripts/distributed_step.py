@@ -1,10 +1,11 @@
 """One GH training step on W gloo processes vs one process on the concatenated batch.
 
-Run with `accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_step.py OUT [BASE]`
-(BASE: simclr, the default, focal, sdclr or bcl). The reference is written out by hand from the
-bases' definitions: NT-Xent (focal NT-Xent) over the global batch; SDCLR's dense view 1 against the
-pruned view 2 and back, each side detached; BCL's per-sample losses, which feed its loss memory.
-Rank 0 writes OUT (JSON) with the largest differences; the pytest test asserts on them.
+Run with `accelerate launch --multi_gpu --num_processes 2 tests/scripts/distributed_step.py OUT [BASES]`
+(BASES: comma-separated of simclr, the default, focal, sdclr and bcl; each is checked in turn). The
+reference is written out by hand from the bases' definitions: NT-Xent (focal NT-Xent) over the global
+batch; SDCLR's dense view 1 against the pruned view 2 and back, each side detached; BCL's per-sample
+losses, which feed its loss memory. Rank 0 writes OUT (JSON: base -> the largest differences); the
+pytest test asserts on them.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def reference(model: GHForPreTraining, pixel_values: torch.Tensor, prior: torch.
     return per_sample.mean() + GH_WEIGHT * gh_loss, scores_1, per_sample
 
 
-def main(out_path: str, ssl_method: str = "simclr") -> None:
-    accelerator = Accelerator(**default_accelerator_kwargs())
+def check_step(accelerator: Accelerator, ssl_method: str) -> dict | None:
+    """One base's distributed step against its single-process reference; the result on rank 0."""
     world, rank = accelerator.num_processes, accelerator.process_index
     config = GHConfig(
         backbone="resnet18",
@@ -109,23 +110,30 @@ def main(out_path: str, ssl_method: str = "simclr") -> None:
     all_memories = accelerator.gather(memory.losses[None])
     all_banks = accelerator.gather(bank.scores[None])
     all_priors = accelerator.gather(bank.estimate_prior()[None])
+    if not accelerator.is_main_process:
+        return None
+    return {
+        "world": world,
+        "loss": mean_loss.item(),
+        "expected_loss": expected_loss.item(),
+        "max_grad_diff": grad_diff,
+        "max_grad": grad_scale,
+        "bank_vs_reference": (bank.scores[indices] - expected_scores.detach()).abs().max().item(),
+        "banks_identical": bool((all_banks == all_banks[0]).all()),
+        "priors_identical": bool((all_priors == all_priors[0]).all()),
+        "seen": int(bank.seen.sum()),
+        "memory_vs_reference": (memory.losses[indices] - expected_per_sample.detach()).abs().max().item(),
+        "memories_identical": bool((all_memories == all_memories[0]).all()),
+        "memory_seen": int(memory.seen.sum()),
+    }
+
+
+def main(out_path: str, ssl_methods: str = "simclr") -> None:
+    accelerator = Accelerator(**default_accelerator_kwargs())
+    results = {method: check_step(accelerator, method) for method in ssl_methods.split(",")}
     if accelerator.is_main_process:
-        result = {
-            "world": world,
-            "loss": mean_loss.item(),
-            "expected_loss": expected_loss.item(),
-            "max_grad_diff": grad_diff,
-            "max_grad": grad_scale,
-            "bank_vs_reference": (bank.scores[indices] - expected_scores.detach()).abs().max().item(),
-            "banks_identical": bool((all_banks == all_banks[0]).all()),
-            "priors_identical": bool((all_priors == all_priors[0]).all()),
-            "seen": int(bank.seen.sum()),
-            "memory_vs_reference": (memory.losses[indices] - expected_per_sample.detach()).abs().max().item(),
-            "memories_identical": bool((all_memories == all_memories[0]).all()),
-            "memory_seen": int(memory.seen.sum()),
-        }
         with open(out_path, "w") as handle:
-            json.dump(result, handle)
+            json.dump(results, handle)
     accelerator.wait_for_everyone()
 
 
