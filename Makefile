@@ -42,7 +42,7 @@ demo: $(PY)
 	@echo "  .venv/bin/python -c \"import gh_hf; from transformers import AutoModel; print(AutoModel.from_pretrained('outputs/demo/encoder'))\""
 
 # README "Results": 3 arms x 3 seeds on Fashion-MNIST-LT, each benchmarked: 9 pretraining runs of 80
-# epochs, ~30 min each on 2 idle CPU cores (~5 h in all; `--threads 1` runs two side by side).
+# epochs, ~30 min each on 2 idle CPU cores (~5 h in all).
 # Runs already kept in results/fashion_mnist_lt/runs/ are reused: delete them to rerun from scratch.
 experiment: $(PY)
 	$(PY) scripts/experiment.py --reuse
