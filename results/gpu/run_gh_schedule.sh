@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issue 12 item 7, one prepared script for a lent GPU: the GH experiment on a schedule the CPU cannot
+# afford. The arms SimCLR, SimCLR + GH (estimated prior) and SimCLR + GH (known prior) of seed(s)
+# SEEDS on the fashion_mnist_lt preset (same split, class permutation and LR rule as the CPU
+# experiment), but a full-width ResNet-18 (small-input stem), EPOCHS epochs of which the first half
+# are the SimCLR warm-up, bf16 and batched views on the GPU. The three arms run side by side on the
+# one GPU (a 28x28 batch of 256 leaves it underused), then each encoder and the pixel floor are
+# benchmarked (linear probe, kNN) and summarised with the paired GH - SimCLR table.
+# Resumable: rerun with the same settings and finished runs are kept, interrupted ones resume from
+# their latest checkpoint (the work folder stays on the machine while it is held).
+# Usage (from the repository root): OUT=results/gpu bash results/gpu/run_gh_schedule.sh
+# A CPU smoke test of the script itself: PYTHON=.venv/bin/python OUT=/tmp/smoke EPOCHS=2 PRECISION=no \
+#   THREADS=1 LINEAR_EPOCHS=2 WIDTH='{"channels": [8, 16, 32, 64]}' EXTRA='--max_steps 4' \
+#   bash results/gpu/run_gh_schedule.sh
+set -euo pipefail
+OUT=${OUT:-results/gpu}
+PYTHON=${PYTHON:-python3}
+EPOCHS=${EPOCHS:-120}
+SEEDS=${SEEDS:-0}
+THREADS=${THREADS:-4}           # CPU threads per run (three runs side by side)
+WIDTH=${WIDTH:-'{}'}            # --backbone_kwargs; {} is timm's full-width resnet18
+PRECISION=${PRECISION:-bf16}
+LINEAR_EPOCHS=${LINEAR_EPOCHS:-200}
+EXTRA=${EXTRA:-}
+ARMS=(simclr simclr_gh simclr_gh_known)
+RESULTS="$OUT/fashion_mnist_lt_${EPOCHS}ep"
+WORK="outputs/gpu_experiment_${EPOCHS}ep"
+mkdir -p "$RESULTS"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
+    | tee "$RESULTS/nvidia_smi.txt"
+
+pretrain_args="--num_epochs $EPOCHS --gh_warmup_epochs $((EPOCHS / 2)) --mixed_precision $PRECISION"
+pretrain_args+=" --view_pipeline batched --backbone_kwargs '$WIDTH' $EXTRA"
+experiment=("$PYTHON" scripts/experiment.py --preset fashion_mnist_lt --seeds "$SEEDS" --work_dir "$WORK"
+            --results_dir "$RESULTS" --linear_epochs "$LINEAR_EPOCHS" --extra "$pretrain_args")
+start=$(date +%s)
+pids=()
+for arm in "${ARMS[@]}"; do
+    "${experiment[@]}" --reuse --threads "$THREADS" --arms "$arm" > "$RESULTS/$arm.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+echo "three arms side by side: $(( $(date +%s) - start )) s (exit status $status)" | tee "$RESULTS/wall_time.txt"
+IFS=,; "${experiment[@]}" --arms "${ARMS[*]}" --summary_only; unset IFS
+cat "$RESULTS/summary.md"
+exit $status
