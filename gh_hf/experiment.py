@@ -281,8 +281,9 @@ def metric(report: dict[str, Any], protocol: str, key: str) -> float:
 
 
 def _mean_std(values: list[float], signed: bool = False) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{'+' if signed else ''}.2f} ± {spread:.2f}"
+    """ "mean ± sample std"; one value has no spread to show, so it stands alone."""
+    mean = f"{statistics.mean(values):{'+' if signed else ''}.2f}"
+    return f"{mean} ± {statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
 def arm_table(
@@ -325,7 +326,11 @@ def summarise(experiment: Experiment) -> str:
     lines: list[str] = []
     for protocol in experiment.protocols.split(","):
         lines += [*arm_table(reports, arms, seeds, protocol), ""]
-    lines += ["mean ± sample standard deviation over seeds, in %; pixels: flattened normalised images.", ""]
+    lines += [
+        "mean ± sample standard deviation over seeds (one seed: its value), in %; pixels: flattened "
+        "normalised images.",
+        "",
+    ]
     for protocol in experiment.protocols.split(","):
         lines += [*paired_table(reports, seeds, protocol), ""]
     lines += ["GH minus the same base without GH, paired by seed (same split, data order, views and LR), "

@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 
-from gh_hf.experiment import ARMS, DEFAULT_ARMS, Experiment, run_experiment, write_summary
+from gh_hf.experiment import ARMS, DEFAULT_ARMS, Experiment, run_experiment, write_seed_reports, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         help="Keep finished runs, resume interrupted ones from their latest checkpoint, run what is missing.",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
-    parser.add_argument("--summary_only", action="store_true", help="Rewrite summary.md from the kept runs.")
+    parser.add_argument(
+        "--summary_only",
+        action="store_true",
+        help="Rewrite summary.md and the seed<s>/ reports from the kept runs; nothing is run.",
+    )
     args = parser.parse_args(argv)
     try:
         experiment = Experiment(
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
+        if args.summary_only:
+            write_seed_reports(experiment)
         print(write_summary(experiment) if args.summary_only else run_experiment(experiment))
     except ValueError as error:  # e.g. --reuse finding a kept run made with other settings
         print(f"experiment.py: error: {error}", file=sys.stderr)

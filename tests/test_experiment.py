@@ -27,6 +27,15 @@ def run_experiment(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def test_a_single_seed_shows_its_value_and_several_their_sample_std():
+    from gh_hf.experiment import _mean_std
+
+    assert _mean_std([87.42]) == "87.42"  # not "87.42 ± 0.00": one seed says nothing of the spread
+    assert _mean_std([0.32], signed=True) == "+0.32"
+    assert _mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
+    assert _mean_std([-1.0, -2.0], signed=True) == "-1.50 ± 0.71"
+
+
 @pytest.mark.slow
 def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     result = run_experiment(tmp_path)
@@ -62,6 +71,14 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     assert "scripts/pretrain.py" not in again.stdout and "scripts/benchmark.py" not in again.stdout
     assert (tmp_path / "results" / "summary.md").read_text() == summary
     assert (tmp_path / "results" / "commands.md").read_text() == commands
+
+    (tmp_path / "results" / "summary.md").unlink()
+    (tmp_path / "results" / "seed0" / "results.md").unlink()
+    rewritten = run_experiment(tmp_path, "--summary_only")  # the reports again, from the kept runs
+    assert rewritten.returncode == 0, rewritten.stderr[-3000:]
+    assert "scripts/pretrain.py" not in rewritten.stdout
+    assert (tmp_path / "results" / "summary.md").read_text() == summary
+    assert (tmp_path / "results" / "seed0" / "results.md").exists()
 
     changed = run_experiment(tmp_path, "--reuse", "--extra", TINY + " --num_epochs 3")  # another schedule
     assert changed.returncode == 2, changed.stderr[-3000:]
