@@ -55,6 +55,17 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps one state per process (device, mixed precision): a test that made an
+    Accelerator must not decide the next one's, whatever order pytest-xdist gives the tests."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 
