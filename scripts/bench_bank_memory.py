@@ -88,24 +88,21 @@ def _rss(args: BenchArguments) -> list[dict]:
                    "--per_process_batch", str(args.per_process_batch), "--bank_dtype", args.bank_dtype,
                    "--bank_sharding", sharding]  # fmt: skip
         launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no",
-                  "scripts/bench_bank_memory.py"]  # fmt: skip
+                  "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+        script = "scripts/bench_bank_memory.py"
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "rss.json"
             port = ["--main_process_port", str(free_port())]  # not 29500: another run may hold it
-            command = [
-                sys.executable,
-                "-m",
-                "accelerate.commands.launch",
-                *launch[2:-1],
-                *port,
-                launch[-1],
-                *options,
-            ]
+            command = [sys.executable, "-m", "accelerate.commands.launch", *launch[2:], *port, script,
+                       *options]  # fmt: skip
             subprocess.run([*command, "--worker_output", str(out)], cwd=ROOT, check=True)
             processes = json.loads(out.read_text())
         runs.append(
-            {"bank_sharding": sharding, "command": " ".join([*launch, *options]), "processes": processes}
+            {
+                "bank_sharding": sharding,
+                "command": " ".join([*launch, script, *options]),
+                "processes": processes,
+            }
         )
         peaks = ", ".join(f"rank {p['rank']}: {_gb(p['peak_rss'])} GB" for p in processes)
         bank = ", ".join(_gb(p["bank_bytes"]) for p in processes)

@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
 from gh_hf.training import Pretrainer, parse_pretrain_args
 from tests.conftest import TINY_RUN
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-def test_accumulated_micro_batches_make_one_step_on_their_mean_gradient(tmp_path, fresh_accelerate_state):
+def test_accumulated_micro_batches_make_one_step_on_their_mean_gradient(
+    tmp_path,
+):  # accelerate state: conftest resets it
     argv = [*TINY_RUN, "--gradient_accumulation_steps", "2", "--mixed_precision", "no"]
     trainer = Pretrainer(*parse_pretrain_args([*argv, "--output_dir", str(tmp_path)]))
     trainer.setup()

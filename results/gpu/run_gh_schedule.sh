@@ -9,7 +9,7 @@
 # Resumable: rerun with the same settings and finished runs are kept, interrupted ones resume from
 # their latest checkpoint (the work folder stays on the machine while it is held).
 # Usage (from the repository root): OUT=results/gpu bash results/gpu/run_gh_schedule.sh
-# A CPU smoke test of the script itself: PYTHON=.venv/bin/python OUT=/tmp/smoke EPOCHS=2 PRECISION=no \
+# A CPU smoke test of the script itself: PYTHON=.venv/bin/python OUT=outputs/gpu_smoke EPOCHS=2 PRECISION=no \
 #   THREADS=1 LINEAR_EPOCHS=2 WIDTH='{"channels": [8, 16, 32, 64]}' EXTRA='--max_steps 4' \
 #   bash results/gpu/run_gh_schedule.sh
 set -euo pipefail
