@@ -83,6 +83,10 @@ class Experiment:
     extra: list[str] = field(default_factory=list)
     reuse: bool = False
     threads: int | None = None  # CPU threads per run; None: all cores
+    # Pretrain and benchmark the arms only: no pixel floor, seed reports or summary. For arms run side
+    # by side in separate processes, which would otherwise all write those; a later call without it
+    # (with `reuse`) adds them.
+    runs_only: bool = False
     commands: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -111,7 +115,10 @@ class Experiment:
         self.commands.append(line)
         print("$", line, flush=True)
         self.record(line)
-        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        # This checkout first, then whatever the caller put on the path (e.g. packages installed with
+        # `pip install --target`), which a plain override would hide from the runs.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
 
     def record(self, line: str) -> None:
         """Appends a line to commands.md (created with its header and the gh_hf revision)."""
@@ -262,8 +269,10 @@ def run_seed(experiment: Experiment, seed: int) -> None:
         report = benchmark(experiment, str(output_dir / "encoder"), counts, output_dir / "benchmark")
         keep_run(experiment, name, output_dir, report)
     name = f"{PIXELS}_seed{seed}"
-    if counts is not None and not (
-        experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists()
+    if (
+        counts is not None
+        and not experiment.runs_only
+        and not (experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists())
     ):
         report = benchmark(experiment, PIXELS, counts, Path(experiment.work_dir) / name)
         keep_run(experiment, name, None, report)
@@ -393,5 +402,7 @@ def run_experiment(experiment: Experiment) -> str:
     """Runs every seed (seed-major: an interrupted experiment has every arm of the first seeds)."""
     for seed in experiment.seeds:
         run_seed(experiment, seed)
+    if experiment.runs_only:
+        return f"runs of {', '.join(experiment.arms)} kept in {experiment.results_dir}/runs (--runs_only)"
     write_seed_reports(experiment)
     return write_summary(experiment)

@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores).")
     parser.add_argument(
+        "--runs_only",
+        action="store_true",
+        help="Pretrain and benchmark the arms only, without the pixel floor, seed reports and summary "
+        "(for arms run side by side in separate processes; a later call with --reuse adds them).",
+    )
+    parser.add_argument(
         "--summary_only",
         action="store_true",
         help="Rewrite summary.md and the seed<s>/ reports from the kept runs; nothing is run.",
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             extra=shlex.split(args.extra),
             reuse=args.reuse or args.summary_only,
             threads=args.threads,
+            runs_only=args.runs_only,
         )
     except ValueError as error:
         parser.error(str(error))

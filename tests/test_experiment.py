@@ -38,9 +38,16 @@ def test_a_single_seed_shows_its_value_and_several_their_sample_std():
 
 @pytest.mark.slow
 def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
-    result = run_experiment(tmp_path)
+    # --runs_only (arms side by side in separate processes): the arms' runs, nothing shared
+    result = run_experiment(tmp_path, "--runs_only")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = tmp_path / "results" / "runs"
+    assert sorted(path.name for path in runs.iterdir()) == ["simclr_gh_known_seed0", "simclr_seed0"]
+    assert not (tmp_path / "results" / "summary.md").exists()
+    assert not (tmp_path / "results" / "seed0").exists()
+    result = run_experiment(tmp_path, "--reuse")  # the runs kept; the pixel floor and reports added
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "scripts/pretrain.py" not in result.stdout
     assert sorted(path.name for path in runs.iterdir()) == [
         "pixels_seed0",
         "simclr_gh_known_seed0",
