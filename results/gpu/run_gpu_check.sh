@@ -8,13 +8,14 @@
 set -euo pipefail
 OUT=${OUT:-results/gpu}
 WORKERS=${WORKERS:-14}
+PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia_smi.txt"
-python3 scripts/bench_step.py --device cuda --backbone resnet18 --backbone_kwargs '{}' --in_chans 3 \
+"$PYTHON" scripts/bench_step.py --device cuda --backbone resnet18 --backbone_kwargs '{}' --in_chans 3 \
     --image_size 32 --num_anchors 100 --batch_size 512 --bf16 true --repeats 30 \
     --output "$OUT/bench_step_gpu.json" 2>&1 | tee "$OUT/bench_step_gpu.txt"
-python3 scripts/bench_throughput.py --preset fashion_mnist_lt --turns 3 --steps_per_turn 10 \
+"$PYTHON" scripts/bench_throughput.py --preset fashion_mnist_lt --turns 3 --steps_per_turn 10 \
     --common "--backbone_kwargs {} --image_size 32 --in_chans 3 --per_device_batch_size 512 --mixed_precision bf16" \
     --arm "per_image=--view_pipeline per_image --dataloader_num_workers $WORKERS" \
     --arm "batched_compile=--view_pipeline batched --compile true" \
