@@ -315,6 +315,28 @@ def test_every_refresh_logs_the_diagnostics_and_the_known_prior_follows_occupanc
     assert (out / "prior.png").stat().st_size > 0
 
 
+def test_anchor_ownership_names_each_anchors_majority_class_and_counts_owners_per_group():
+    from gh_hf.training.investigation import anchor_ownership
+
+    # 6 classes (counts 50, 40, 30, 20, 10, 5 -> Many {0, 1}, Medium {2, 3}, Few {4, 5}), 5 anchors
+    table = torch.tensor(
+        [
+            [30, 20, 0, 0, 0],  # class 0 owns anchors 0 and 1
+            [10, 10, 20, 0, 0],  # class 1 owns anchor 2
+            [0, 10, 10, 10, 0],  # class 2: second everywhere it lands, no anchor
+            [0, 0, 0, 20, 0],  # class 3 owns anchor 3
+            [0, 5, 0, 0, 5],  # a tie on anchor 4 goes to the lower class id (4)
+            [0, 0, 0, 0, 5],
+        ]
+    )
+    table = torch.cat([table, torch.zeros(6, 1, dtype=torch.long)], dim=1)  # anchor 5 is empty
+    report = anchor_ownership(table)
+    assert report["majority_class_of_anchor"] == [0, 0, 1, 3, 4, None]
+    assert report["classes_owning_an_anchor"] == [0, 1, 3, 4]
+    assert report["anchors_owned_by_group"] == {"many": 3, "medium": 1, "few": 1}
+    assert report["classes_owning_by_group"] == {"many": "2/2", "medium": "1/2", "few": "1/2"}
+
+
 @pytest.mark.slow
 def test_investigation_scores_the_split_with_the_current_model(known_prior_run):
     from gh_hf.data import build_eval_transform

@@ -58,6 +58,37 @@ def anchor_assignments(
     return anchors, labels
 
 
+def anchor_ownership(table: torch.Tensor) -> dict[str, Any]:
+    """Which classes own anchors, from a (C, K) table of images per class and anchor.
+
+    An anchor's owner is its majority class (ties: the lower class id; None when it is empty). GH
+    claims the tail keeps its own region of the hypersphere; here that reads as tail classes owning
+    anchors, against the head spreading over most of them.
+
+    Returns:
+        `majority_class_of_anchor` (K,), `classes_owning_an_anchor` (sorted class ids) and, with the
+        classes grouped into Many / Medium / Few by their counts in the table (thirds, as the
+        benchmark groups them), `anchors_owned_by_group` and `classes_owning_by_group` ("k/n": k of
+        the group's n classes own at least one anchor).
+    """
+    from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import class_groups
+
+    occupancy = table.sum(0)
+    owners = [int(table[:, k].argmax()) if occupancy[k] else None for k in range(table.shape[1])]
+    owning = sorted({owner for owner in owners if owner is not None})
+    groups = class_groups(table.sum(1).tolist())
+    return {
+        "majority_class_of_anchor": owners,
+        "classes_owning_an_anchor": owning,
+        "anchors_owned_by_group": {
+            name: sum(owner in ids for owner in owners) for name, ids in groups.items()
+        },
+        "classes_owning_by_group": {
+            name: f"{len(set(ids) & set(owning))}/{len(ids)}" for name, ids in groups.items()
+        },
+    }
+
+
 def investigate_anchors(
     model: GHForPreTraining, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
 ) -> dict[str, Any]:
@@ -65,8 +96,9 @@ def investigate_anchors(
 
     Returns:
         A JSON-ready dict: `anchor_occupancy`, `anchor_purity` (per anchor, None when empty),
-        `anchor_purity_mean` (sample-weighted), `majority_class_of_anchor`,
-        `anchors_holding_10pct_of_class` (per class), the sorted estimate (occupancy shares) and
+        `anchor_purity_mean` (sample-weighted), `class_counts` (images per class of the split),
+        `anchor_ownership`'s entries, `anchors_holding_10pct_of_class` (per class), the sorted
+        estimate (occupancy shares) and
         true class frequencies with their entropies and total-variation distance, and
         `prior_sorted`, the prior the model last trained with (its `class_prior` buffer).
     """
@@ -82,9 +114,8 @@ def investigate_anchors(
         "anchor_occupancy": occupancy.tolist(),
         "anchor_purity": per_anchor,
         "anchor_purity_mean": round(mean, 4),
-        "majority_class_of_anchor": [
-            int(table[:, k].argmax()) if occupancy[k] else None for k in range(num_anchors)
-        ],
+        "class_counts": table.sum(1).tolist(),
+        **anchor_ownership(table),
         "anchors_holding_10pct_of_class": [int((row > 0.1 * row.sum()).sum()) for row in table],
         "estimate_sorted": [round(float(p), 4) for p in estimate],
         "class_frequencies_sorted": [round(float(p), 4) for p in true],
