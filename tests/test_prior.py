@@ -357,4 +357,7 @@ def test_investigation_scores_the_split_with_the_current_model(known_prior_run):
     assert torch.equal(anchors, expected) and torch.equal(labels, torch.tensor(dataset["label"]))
     report = investigate_anchors(model, dataset)
     assert report["anchor_occupancy"] == torch.bincount(expected, minlength=10).tolist()
+    table = torch.tensor(report["images_per_class_and_anchor"])
+    assert table.sum(0).tolist() == report["anchor_occupancy"]
+    assert table.sum(1).tolist() == torch.bincount(labels).tolist() == report["class_counts"]
     assert report["anchor_purity_mean"] == pytest.approx(anchor_purity(expected, labels, 10)[1], abs=1e-4)

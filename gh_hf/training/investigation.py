@@ -97,6 +97,7 @@ def investigate_anchors(
     Returns:
         A JSON-ready dict: `anchor_occupancy`, `anchor_purity` (per anchor, None when empty),
         `anchor_purity_mean` (sample-weighted), `class_counts` (images per class of the split),
+        `images_per_class_and_anchor` (C, K),
         `anchor_ownership`'s entries, `anchors_holding_10pct_of_class` (per class), the sorted
         estimate (occupancy shares) and
         true class frequencies with their entropies and total-variation distance, and
@@ -115,6 +116,7 @@ def investigate_anchors(
         "anchor_purity": per_anchor,
         "anchor_purity_mean": round(mean, 4),
         "class_counts": table.sum(1).tolist(),
+        "images_per_class_and_anchor": table.tolist(),
         **anchor_ownership(table),
         "anchors_holding_10pct_of_class": [int((row > 0.1 * row.sum()).sum()) for row in table],
         "estimate_sorted": [round(float(p), 4) for p in estimate],
