@@ -22,6 +22,8 @@ import torch
 from transformers import HfArgumentParser
 
 from gh_hf import GHConfig
+from gh_hf.dist import resolve_mixed_precision
+from gh_hf.training.arguments import load_preset
 from gh_hf.training.step_benchmark import compare_gh_losses, compare_steps, time_bank_update
 
 
@@ -29,13 +31,19 @@ from gh_hf.training.step_benchmark import compare_gh_losses, compare_steps, time
 class BenchArguments:
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu")
     backbone: str = "resnet18"
-    backbone_kwargs: str = '{"channels": [8, 16, 32, 64], "stem_type": "deep", "stem_width": 4}'
+    backbone_kwargs: str = field(
+        default=json.dumps(load_preset("fashion_mnist_lt")["backbone_kwargs"]),
+        metadata={"help": "JSON; default: the fashion_mnist_lt preset's."},
+    )
     in_chans: int = 1
     image_size: int = 28
     num_anchors: int = 10
     batch_size: int = 256
     repeats: int = 20
-    bf16: bool = False
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 autocast of the step; default: as training's --mixed_precision auto."},
+    )
     sinkhorn_iterations: int = field(
         default=200, metadata={"help": "Sinkhorn iterations the GH arm's scores need (training: 70-210)."}
     )
@@ -63,7 +71,8 @@ def _step(args: BenchArguments, device: torch.device) -> dict[str, float]:
         num_anchors=args.num_anchors,
         small_input_stem=True,
     )
-    dtype = torch.bfloat16 if args.bf16 else None
+    bf16 = resolve_mixed_precision("auto") == "bf16" if args.bf16 is None else args.bf16
+    dtype = torch.bfloat16 if bf16 else None
     step = compare_steps(
         config,
         args.batch_size,
@@ -72,8 +81,9 @@ def _step(args: BenchArguments, device: torch.device) -> dict[str, float]:
         dtype=dtype,
         sinkhorn_iterations=args.sinkhorn_iterations,
     )
+    step["bf16"] = bf16
     print(
-        f"step, batch {args.batch_size}, K {args.num_anchors}, "
+        f"step, batch {args.batch_size}, K {args.num_anchors}, {'bf16' if bf16 else 'float32'}, "
         f"Sinkhorn {step['sinkhorn_iterations']} iterations: "
         f"SimCLR {step['simclr_step_s'] * 1e3:.1f} ms, SimCLR+GH {step['simclr_gh_step_s'] * 1e3:.1f} ms, "
         f"ratio {step['gh_over_simclr']:.3f} ({step['simclr_gh_images_per_s']:.0f} images/s with GH)"

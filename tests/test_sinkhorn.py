@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -42,11 +44,37 @@ def test_matvec_kernel_matches_batched_graph_kernel(tolerance):
     prior = prior / prior.sum()
     log_kernel = scores / 0.05
     kernel = (log_kernel - log_kernel.amax(dim=-1, keepdim=True)).exp()
-    matvec, matvec_count = _sinkhorn_matvec(kernel, prior, 300, tolerance)
     graphed, graphed_count = _sinkhorn_graphed(kernel, prior, 300, tolerance)
+    matvec, matvec_count = _sinkhorn_matvec(kernel.clone(), prior, 300, tolerance)  # consumes it
     assert matvec_count == graphed_count
     assert (matvec_count < 300) == (tolerance > 0)
     torch.testing.assert_close(matvec, graphed, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1e-6])
+def test_matvec_kernel_numpy_and_torch_products_agree(monkeypatch, tolerance):
+    # small kernels take NumPy's products, large ones torch.mv: the same iterates, count included
+    module = importlib.import_module("gh_hf.losses.sinkhorn")  # the package exports the function
+    scores = torch.stack([peaked_scores(200, 12, 1.5, seed=seed) for seed in (1, 2)])
+    prior = _long_tailed_prior(12)
+    prior = prior / prior.sum()
+    kernel = (scores / 0.05 - (scores / 0.05).amax(dim=-1, keepdim=True)).exp()
+    assert 200 * 12 <= module._NUMPY_MAX_ENTRIES
+    small, small_count = _sinkhorn_matvec(kernel.clone(), prior, 300, tolerance)
+    monkeypatch.setattr(module, "_NUMPY_MAX_ENTRIES", 0)
+    large, large_count = _sinkhorn_matvec(kernel.clone(), prior, 300, tolerance)
+    assert small_count == large_count and (small_count < 300) == (tolerance > 0)
+    torch.testing.assert_close(small, large, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.01])  # the plain and the log domain
+def test_sinkhorn_leaves_the_callers_scores_and_prior_untouched(epsilon):
+    # sinkhorn writes its kernel and allocation in place on buffers it owns, never on its inputs
+    scores, prior = _scores(64, 9, 6), _long_tailed_prior(9)
+    scores_before, prior_before = scores.clone(), prior.clone()
+    allocation = sinkhorn(scores, prior, epsilon, 50, tolerance=0.0)
+    assert torch.equal(scores, scores_before) and torch.equal(prior, prior_before)
+    assert allocation.data_ptr() != scores.data_ptr()
 
 
 def test_iteration_count_is_the_first_check_that_meets_the_tolerance():
