@@ -21,6 +21,15 @@ def _column_error(allocation, prior):
     )
 
 
+def _two_view_kernel():
+    """The plain-domain kernel (2, 200, 12) of two peaked views (eps 0.05, rows shifted to max 0)
+    and a normalised long-tailed prior, as `sinkhorn` hands them to its per-device kernels."""
+    scores = torch.stack([peaked_scores(200, 12, 1.5, seed=seed) for seed in (1, 2)])
+    prior = _long_tailed_prior(12)
+    log_kernel = scores / 0.05
+    return (log_kernel - log_kernel.amax(dim=-1, keepdim=True)).exp(), prior / prior.sum()
+
+
 @pytest.mark.parametrize("iterations", [1, 7, 300])
 def test_matvec_kernel_matches_reference_on_single_and_stacked_views(iterations):
     views, prior = [_scores(48, 9, seed) for seed in (4, 5)], _long_tailed_prior(9)
@@ -39,11 +48,7 @@ def test_matvec_kernel_matches_reference_on_single_and_stacked_views(iterations)
 @pytest.mark.parametrize("tolerance", [0.0, 1e-6])
 def test_matvec_kernel_matches_batched_graph_kernel(tolerance):
     # The GPU path (batched products, CUDA graph) runs eagerly on CPU: both must agree, count included.
-    scores = torch.stack([peaked_scores(200, 12, 1.5, seed=seed) for seed in (1, 2)])
-    prior = _long_tailed_prior(12)
-    prior = prior / prior.sum()
-    log_kernel = scores / 0.05
-    kernel = (log_kernel - log_kernel.amax(dim=-1, keepdim=True)).exp()
+    kernel, prior = _two_view_kernel()
     graphed, graphed_count = _sinkhorn_graphed(kernel, prior, 300, tolerance)
     matvec, matvec_count = _sinkhorn_matvec(kernel.clone(), prior, 300, tolerance)  # consumes it
     assert matvec_count == graphed_count
@@ -55,10 +60,7 @@ def test_matvec_kernel_matches_batched_graph_kernel(tolerance):
 def test_matvec_kernel_numpy_and_torch_products_agree(monkeypatch, tolerance):
     # small kernels take NumPy's products, large ones torch.mv: the same iterates, count included
     module = importlib.import_module("gh_hf.losses.sinkhorn")  # the package exports the function
-    scores = torch.stack([peaked_scores(200, 12, 1.5, seed=seed) for seed in (1, 2)])
-    prior = _long_tailed_prior(12)
-    prior = prior / prior.sum()
-    kernel = (scores / 0.05 - (scores / 0.05).amax(dim=-1, keepdim=True)).exp()
+    kernel, prior = _two_view_kernel()
     assert 200 * 12 <= module._NUMPY_MAX_ENTRIES
     small, small_count = _sinkhorn_matvec(kernel.clone(), prior, 300, tolerance)
     monkeypatch.setattr(module, "_NUMPY_MAX_ENTRIES", 0)

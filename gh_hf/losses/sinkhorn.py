@@ -133,7 +133,7 @@ def _sinkhorn_matvec(
     if num_samples * num_anchors <= _NUMPY_MAX_ENTRIES:
         # NumPy arrays that are these tensors' memory: results land in the tensors
         product, reciprocal, array = np.dot, np.reciprocal, torch.Tensor.numpy
-    else:
+    else:  # the tensors themselves (`detach` is a view of the same memory)
         product, reciprocal, array = torch.mv, torch.reciprocal, torch.Tensor.detach
     y_, x_, column_sums_, row_sums_ = (array(t) for t in (y, x, column_sums, row_sums))
     column_products = list(zip(array(column_kernel), y_, column_sums_, strict=True))
