@@ -1,8 +1,12 @@
-"""Distributed helpers: a differentiable all-gather that is a no-op on one process."""
+"""Distributed helpers: a differentiable all-gather that is a no-op on one process, the process
+group's end for entry points, Accelerator defaults for CPU runs."""
 
 from __future__ import annotations
 
+import functools
 import socket
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -89,6 +93,38 @@ def resolve_mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if bf16_is_native() else "no"
+
+
+_Main = TypeVar("_Main", bound=Callable)
+
+
+def end_process_group() -> None:
+    """Destroys the default process group if one is running (a no-op otherwise).
+
+    A process that exits with its gloo group alive can abort at interpreter shutdown ("terminate
+    called without an active exception", SIGABRT): the group's C++ threads outlive Python. The
+    launcher then reports the whole run as failed although every rank finished its work.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def ends_process_group(main: _Main) -> _Main:
+    """Decorates a script's entry point so that the process group ends when it returns or raises.
+
+    Every entry point that `accelerate launch` may start (scripts/pretrain.py, scripts/benchmark.py,
+    the multi-process workers of the tests and benchmarks) carries it; library functions never end
+    the group, since Accelerate's state outlives them in the process.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        finally:
+            end_process_group()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def free_port() -> int:

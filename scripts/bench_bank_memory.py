@@ -22,7 +22,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from gh_hf import GHConfig
-from gh_hf.dist import free_port
+from gh_hf.dist import ends_process_group, free_port
 from gh_hf.training.bank_memory import BankSchedule, dtype_error, measure_bank_rss, memory_table, model_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +125,7 @@ def _dtype() -> list[dict]:
     return rows
 
 
+@ends_process_group
 def main() -> None:
     (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
     if args.worker_output is not None:

@@ -16,9 +16,11 @@ import sys
 from transformers import HfArgumentParser
 
 from gh_hf.data import DataSourceError, data_error_message
+from gh_hf.dist import ends_process_group
 from gh_hf.evaluation import BenchmarkArguments, run_benchmark
 
 
+@ends_process_group
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(BenchmarkArguments)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 
 from gh_hf.data import DataSourceError, data_error_message
+from gh_hf.dist import ends_process_group
 from gh_hf.hub import HubPublishError
 from gh_hf.training import Pretrainer, parse_pretrain_args
 
 
+@ends_process_group
 def main(argv: list[str] | None = None) -> int:
     try:  # bad arguments fail here, before any data is loaded
         trainer = Pretrainer(*parse_pretrain_args(argv))

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from gh_hf.dist import ends_process_group
+
 NUM_ROWS = 37  # not a multiple of 2 processes x batch 4: the last batches are padded
 BATCH_SIZE = 4
 
@@ -44,6 +46,7 @@ class AngleEncoder(nn.Module):
         return BaseModelOutputWithPooling(pooler_output=torch.stack([value, value.cos(), value.sin()], 1))
 
 
+@ends_process_group
 def _worker(output_path: str) -> None:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader

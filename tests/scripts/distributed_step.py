@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from gh_hf import GHConfig, GHForPreTraining
-from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.dist import default_accelerator_kwargs, ends_process_group
 from gh_hf.losses import GHLoss, focal_nt_xent, nt_xent, swapped_prediction
 from gh_hf.training.bcl import LossMemory
 from gh_hf.training.score_bank import ScoreBank
@@ -128,6 +128,7 @@ def check_step(accelerator: Accelerator, ssl_method: str) -> dict | None:
     }
 
 
+@ends_process_group
 def main(out_path: str, ssl_methods: str = "simclr") -> None:
     accelerator = Accelerator(**default_accelerator_kwargs())
     results = {method: check_step(accelerator, method) for method in ssl_methods.split(",")}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.dist import default_accelerator_kwargs, ends_process_group
 from gh_hf.training.prior import bank_counts, prior_diagnostics, refreshed_prior
 from gh_hf.training.score_bank import ScoreBank, build_score_bank
 from gh_hf.training.trainer import update_bank_globally
@@ -64,6 +64,7 @@ def checkpoint_checks(accelerator: Accelerator, sharded: ScoreBank, replicated: 
     }
 
 
+@ends_process_group
 def main(out_path: str, tmp: str) -> None:
     accelerator = Accelerator(**default_accelerator_kwargs())
     world, rank = accelerator.num_processes, accelerator.process_index

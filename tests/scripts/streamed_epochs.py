@@ -13,7 +13,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from gh_hf.dist import default_accelerator_kwargs
+from gh_hf.dist import default_accelerator_kwargs, ends_process_group
 from gh_hf.training import parse_pretrain_args
 from gh_hf.training.data import build_train_loader, load_long_tailed_train
 from gh_hf.training.trainer import build_config
@@ -27,6 +27,7 @@ def indices_of(loader, accelerator: Accelerator, epoch: int, start: int = 0) -> 
     return gathered.tolist()
 
 
+@ends_process_group
 def main(out_path: str, argv: list[str]) -> None:
     accelerator = Accelerator(**default_accelerator_kwargs())
     data_args, model_args, args = parse_pretrain_args(argv)
