@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gh_hf.losses import GHLoss, sinkhorn
-from gh_hf.losses.sinkhorn import _sinkhorn_graphed, _sinkhorn_matvec
+from gh_hf.losses.sinkhorn import _OMEGA_MAX, _Overrelaxation, _sinkhorn_graphed, _sinkhorn_matvec
 from gh_hf.training.paper_reference import paper_bank_update, paper_sinkhorn
 from gh_hf.training.step_benchmark import peaked_scores, scores_needing
 from tests.test_losses import _long_tailed_prior, _reference_sinkhorn, _scores
@@ -81,7 +81,9 @@ def test_sinkhorn_leaves_the_callers_scores_and_prior_untouched(epsilon):
 
 def test_iteration_count_is_the_first_check_that_meets_the_tolerance():
     scores, prior = peaked_scores(128, 10, 1.0, seed=3), _long_tailed_prior(10)
-    allocation, count = sinkhorn(scores, prior, 0.05, 300, tolerance=1e-6, return_iterations=True)
+    allocation, count = sinkhorn(
+        scores, prior, 0.05, 300, tolerance=1e-6, return_iterations=True, overrelax=False
+    )
     assert count % 10 == 0 and 10 < count < 300
     assert _column_error(allocation, prior) <= 2e-6  # float32 summation adds ~1e-6
     # the previous check (count - 10 iterations) had not converged yet: the stop is not late
@@ -131,4 +133,85 @@ def test_peaked_scores_are_unit_rows_and_sharper_scores_need_more_iterations():
     scores, count = scores_needing(100, 256, 10)
     assert scores.shape == (2, 256, 10)
     assert 100 <= count <= 130
-    assert sinkhorn(scores, torch.ones(10), return_iterations=True)[1] == count
+    # the count is plain Sinkhorn's, the paper's algorithm; gh_hf's over-relaxed one stops sooner
+    assert sinkhorn(scores, torch.ones(10), return_iterations=True, overrelax=False)[1] == count
+    assert sinkhorn(scores, torch.ones(10), return_iterations=True)[1] < count
+
+
+def _converged(scores, prior, epsilon):
+    """The solution itself: the float64 reference run far past convergence."""
+    shifted = scores - scores.amax(dim=-1, keepdim=True)  # as sinkhorn does (absorbed in u)
+    return _reference_sinkhorn(shifted, prior, epsilon, 5000).float()
+
+
+@pytest.mark.parametrize("prior_zero", [False, True])
+@pytest.mark.parametrize("epsilon", [0.05, 0.02])
+def test_overrelaxed_sinkhorn_reaches_the_same_solution_in_fewer_iterations(epsilon, prior_zero):
+    # scores whose plain Sinkhorn needs ~300 iterations; eps 0.02 takes the log domain. A prior
+    # with a zero entry: over-relaxation works on v / prior, never on log 0.
+    scores, plain_count = scores_needing(300, 256, 10)
+    scores = scores[0] * (0.05 / epsilon) ** 0.5 if epsilon != 0.05 else scores[0]
+    prior = _long_tailed_prior(10)
+    if prior_zero:
+        prior[4] = 0.0
+    plain, plain_count = sinkhorn(scores, prior, epsilon, 3000, return_iterations=True, overrelax=False)
+    fast, fast_count = sinkhorn(scores, prior, epsilon, 3000, return_iterations=True)
+    assert fast_count % 10 == 0 and fast_count <= plain_count / 2, (fast_count, plain_count)
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast.sum(1), torch.ones(256), atol=1e-5, rtol=0)  # rows exact
+    assert _column_error(fast, prior) <= 2e-6
+    expected = _converged(scores, prior, epsilon)
+    # both stop at the same tolerance: each as close to the solution as the other
+    fast_gap, plain_gap = ((fast - expected).abs().max().item(), (plain - expected).abs().max().item())
+    assert fast_gap <= max(2 * plain_gap, 1e-4), (fast_gap, plain_gap)
+
+
+def test_overrelaxed_matvec_and_graph_kernels_take_the_same_steps():
+    kernel, prior = _two_view_kernel()
+    plain = _sinkhorn_matvec(kernel.clone(), prior, 300, 1e-6)[1]
+    relaxation = {name: _Overrelaxation(enabled=True) for name in ("graphed", "matvec")}
+    graphed, graphed_count = _sinkhorn_graphed(kernel, prior, 300, 1e-6, relaxation["graphed"])
+    matvec, matvec_count = _sinkhorn_matvec(kernel.clone(), prior, 300, 1e-6, relaxation["matvec"])
+    assert matvec_count == graphed_count < plain
+    assert relaxation["matvec"].omega == pytest.approx(relaxation["graphed"].omega, rel=1e-3)
+    assert relaxation["matvec"].omega > 1
+    torch.testing.assert_close(matvec, graphed, atol=1e-5, rtol=1e-4)
+
+
+def test_overrelaxation_factor_follows_the_measured_rate():
+    theta = 0.95  # plain Sinkhorn shrinking the error 5% an iteration: omega* = 2 / (1 + sqrt(0.05))
+    relaxation = _Overrelaxation(enabled=True)
+    assert relaxation.update(1.0) == 1.0  # one check: no rate yet
+    omega = relaxation.update(theta**10)
+    assert omega == pytest.approx(2 / (1 + 0.05**0.5))
+    # at omega* SOR shrinks the error by omega* - 1 an iteration: theta read back, omega kept
+    assert relaxation.update(theta**10 * (omega - 1) ** 10) == pytest.approx(omega)
+    # slower than theory predicts: a larger theta, a larger omega, never above the cap
+    assert _OMEGA_MAX >= relaxation.update(theta**10 * (omega - 1) ** 10 * 0.999**10) > omega
+    # an error that grows: overshoot, plain Sinkhorn for the rest
+    assert relaxation.update(1.0) == 1.0 and not relaxation.enabled
+    assert relaxation.update(1e-3) == 1.0
+    # disabled (no tolerance, or overrelax=False): always plain
+    off = _Overrelaxation(enabled=False)
+    assert [off.update(error) for error in (1.0, 0.5, 0.25)] == [1.0, 1.0, 1.0]
+
+
+def test_without_a_tolerance_every_path_runs_plain_sinkhorn():
+    # tolerance 0: iterate by iterate the paper's algorithm, over-relaxation or not
+    scores, prior = peaked_scores(64, 9, 1.5, seed=8), _long_tailed_prior(9)
+    shifted = scores - scores.amax(dim=-1, keepdim=True)
+    for epsilon in (0.05, 0.02):
+        expected = _reference_sinkhorn(shifted, prior, epsilon, 120).float()
+        allocation = sinkhorn(scores, prior, epsilon, 120, tolerance=0.0)
+        torch.testing.assert_close(allocation, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_loss_benchmark_row_reports_both_counts_and_every_timing():
+    from gh_hf.training.step_benchmark import compare_gh_losses
+
+    row = compare_gh_losses(256, 10, 100, torch.device("cpu"), repeats=1, num_train_samples=500)
+    assert row["target_iterations"] == 100 and row["plain_sinkhorn_iterations"] >= 100
+    assert row["sinkhorn_iterations"] < row["plain_sinkhorn_iterations"]  # over-relaxed: fewer
+    for name in ("gh_loss", "gh_plain_loss", "paper_loss", "gh_bank", "paper_bank"):
+        assert row[f"{name}_s"] > 0
+    assert row["plain_over_gh_loss"] == row["gh_plain_loss_s"] / row["gh_loss_s"]

@@ -42,6 +42,8 @@ class GHLoss(torch.nn.Module):
         temperature: softmax temperature gamma of the swapped prediction (> 0).
         gather_distributed: run Sinkhorn over the global batch of all processes.
         sinkhorn_tolerance: Sinkhorn's early-stopping tolerance on the column marginals (0: off).
+        sinkhorn_overrelax: over-relax Sinkhorn's scalings while it converges to the tolerance
+            (the same solution in fewer iterations; see `sinkhorn`). False: plain Sinkhorn-Knopp.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class GHLoss(torch.nn.Module):
         temperature: float = 0.1,
         gather_distributed: bool = False,
         sinkhorn_tolerance: float = 1e-6,
+        sinkhorn_overrelax: bool = True,
     ):
         super().__init__()
         if not epsilon > 0:
@@ -66,6 +69,7 @@ class GHLoss(torch.nn.Module):
         self.temperature = temperature
         self.gather_distributed = gather_distributed
         self.sinkhorn_tolerance = sinkhorn_tolerance
+        self.sinkhorn_overrelax = sinkhorn_overrelax
         self.last_sinkhorn_iterations = 0
 
     def allocate(self, scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -78,6 +82,7 @@ class GHLoss(torch.nn.Module):
             self.gather_distributed,
             self.sinkhorn_tolerance,
             return_iterations=True,
+            overrelax=self.sinkhorn_overrelax,
         )
         return allocation
 
