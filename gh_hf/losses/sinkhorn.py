@@ -65,7 +65,7 @@ def sinkhorn(
             scores converge to 1e-6 in ~10 iterations, trained (peaked) ones in 70-300 plain
             iterations (50-80 over-relaxed on the fashion_mnist_lt pilot's last batches).
         return_iterations: also return the number of iterations run (the largest over the views).
-        overrelax: over-relax the scalings from the third check on (only with a tolerance);
+        overrelax: over-relax the scalings once two checks have measured the rate (only with a tolerance);
             False runs plain Sinkhorn-Knopp to the tolerance.
 
     Returns:
