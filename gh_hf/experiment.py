@@ -4,6 +4,12 @@
 ranks the classes by a permutation seeded by that seed (`--class_order permuted`, the same for all
 arms of the seed), so Few is not always the same three classes. Every arm of a seed shares the
 split, the data order, the views and the two-stage LR; within a pair, GH is the only difference.
+With `share_warmup` (the default) the arms of a seed that share a base (SimCLR, Focal, SDCLR or
+BCL) also share its GH warm-up: the first GH arm of the base runs first and keeps its state when
+the warm-up ends (`--save_warmup_checkpoint`); the base's other arms start their second stage from
+that state instead of training the same warm-up again. GH adds nothing before its warm-up ends, so
+a fork is the run it replaces, bitwise on CPU (tests/test_pretrain_e2e.py), and the pair shares its
+warm-up exactly on any device; it saves (arms - 1) warm-ups per base and seed.
 Each finished run leaves `results_dir/runs/<arm>_seed<seed>/` (training log with the prior
 diagnostics, arguments, run facts, the benchmark's `results.json`), which `reuse` treats as done,
 so an interrupted experiment resumes where it stopped, also on another machine.
@@ -55,6 +61,17 @@ METRICS = (
 PIXELS = "pixels"
 
 
+def base_of(arm: str) -> str:
+    """The SSL base an arm trains (--ssl_method; the preset's SimCLR when the arm does not set it)."""
+    arguments = ARMS[arm]
+    return arguments[arguments.index("--ssl_method") + 1] if "--ssl_method" in arguments else "simclr"
+
+
+def uses_gh(arm: str) -> bool:
+    arguments = ARMS[arm]
+    return arguments[arguments.index("--use_gh") + 1] == "true"
+
+
 def launch_command(threads: int | None = None) -> list[str]:
     """`python -m accelerate.commands.launch ...` of one run: one process on `threads` CPU threads.
 
@@ -87,6 +104,8 @@ class Experiment:
     # by side in separate processes, which would otherwise all write those; a later call without it
     # (with `reuse`) adds them.
     runs_only: bool = False
+    # Arms of a seed and base start their second stage from the first GH arm's warm-up (module doc).
+    share_warmup: bool = True
     commands: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -104,6 +123,23 @@ class Experiment:
         from gh_hf.training.arguments import parse_pretrain_args
 
         return parse_pretrain_args(["--preset", self.preset, *COMMON_ARGS, *self.extra])[0]
+
+    @property
+    def warmup_sources(self) -> dict[str, str]:
+        """{arm: the arm whose warm-up it starts from}: with `share_warmup` and a GH warm-up, every
+        arm of a base but its first GH arm (the source) starts from that arm's warm-up."""
+        from gh_hf.training.arguments import parse_pretrain_args
+
+        training = parse_pretrain_args(["--preset", self.preset, *COMMON_ARGS, *self.extra])[2]
+        if not self.share_warmup or training.gh_warmup_epochs == 0:
+            return {}
+        sources = {}
+        for arm in self.arms:
+            siblings = [other for other in self.arms if base_of(other) == base_of(arm)]
+            source = next((other for other in siblings if uses_gh(other)), None)
+            if source not in (None, arm):
+                sources[arm] = source
+        return sources
 
     def run_dir(self, name: str) -> Path:
         return ROOT / self.results_dir / "runs" / name
@@ -157,6 +193,8 @@ def work_run_dir(experiment: Experiment, arm: str, seed: int) -> Path:
 def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: str) -> list[str]:
     """The `scripts/pretrain.py` arguments of one run, output folder included."""
     arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
+    if uses_gh(arm) and experiment.warmup_sources:  # a GH arm keeps its warm-up for the others
+        arm_args += ["--save_warmup_checkpoint", "true"]
     output_dir = work_run_dir(experiment, arm, seed)
     return ["--preset", experiment.preset, *COMMON_ARGS, *arm_args, "--seed", str(seed),
             "--output_dir", str(output_dir), *experiment.extra]  # fmt: skip
@@ -165,7 +203,8 @@ def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: 
 # Settings a kept run may differ in and still be reused: where it wrote and what it reported to.
 # ("auto" settings are compared as "auto": a run stores what they resolved to, from the other
 # settings and the machine, e.g. bf16 where it is native.)
-REUSE_IGNORES = ("output_dir", "resume_from_checkpoint", "push_to_hub", "hub_model_id", "report_to")
+REUSE_IGNORES = ("output_dir", "resume_from_checkpoint", "save_warmup_checkpoint", "push_to_hub",
+                 "hub_model_id", "report_to")  # fmt: skip
 
 
 def _as_json(arguments: Any) -> dict[str, Any]:
@@ -198,12 +237,15 @@ def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
         )
 
 
-def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Path:
+def pretrain(
+    experiment: Experiment, arm: str, seed: int, prior_file: str, start_from: Path | None = None
+) -> Path:
     """Pretrains one run and returns its output folder.
 
     With `reuse`, a finished run (its encoder exists) is kept and an interrupted one resumes from
     its latest checkpoint, both only if made with the same settings; without it, the run starts
-    afresh in an emptied folder.
+    afresh in an emptied folder. A run with no checkpoint of its own starts from `start_from` (the
+    warm-up checkpoint of its base's GH arm) when given.
     """
     arguments = pretrain_arguments(experiment, arm, seed, prior_file)
     output_dir = work_run_dir(experiment, arm, seed)
@@ -214,7 +256,11 @@ def pretrain(experiment: Experiment, arm: str, seed: int, prior_file: str) -> Pa
             return output_dir
     elif (ROOT / output_dir).exists():
         shutil.rmtree(ROOT / output_dir)  # no checkpoint of an older run may be resumed or rotated
+    from gh_hf.training.checkpointing import list_checkpoints
+
     resume = ["--resume_from_checkpoint", "latest"] if experiment.reuse else []
+    if start_from is not None and not list_checkpoints(ROOT / output_dir):
+        resume = ["--resume_from_checkpoint", os.path.relpath(start_from, ROOT)]
     experiment.run(
         [sys.executable, *launch_command(experiment.threads), "scripts/pretrain.py", *arguments, *resume]
     )
@@ -253,9 +299,12 @@ def keep_run(experiment: Experiment, name: str, output_dir: Path | None, report:
 
 def run_seed(experiment: Experiment, seed: int) -> None:
     """Every arm of one seed, then the seed's pixel floor, each kept as soon as it is done."""
+    from gh_hf.training.checkpointing import warmup_checkpoint
+
     prior_file = known_prior_file(experiment, seed)
     counts = None
-    for arm in experiment.arms:
+    sources = experiment.warmup_sources
+    for arm in sorted(experiment.arms, key=lambda arm: arm in sources):  # the sources first
         name = f"{arm}_seed{seed}"
         if experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists():
             arguments = pretrain_arguments(experiment, arm, seed, prior_file)
@@ -264,7 +313,13 @@ def run_seed(experiment: Experiment, seed: int) -> None:
                 "class_counts"
             ]
             continue
-        output_dir = pretrain(experiment, arm, seed, prior_file)
+        start_from = None
+        if arm in sources:
+            start_from = warmup_checkpoint(ROOT / work_run_dir(experiment, sources[arm], seed))
+            if start_from is None:
+                print(f"No warm-up checkpoint of {sources[arm]}_seed{seed} (kept from an older run?): "
+                      f"{name} trains its warm-up itself.", flush=True)  # fmt: skip
+        output_dir = pretrain(experiment, arm, seed, prior_file, start_from)
         counts = split_counts(output_dir)
         report = benchmark(experiment, str(output_dir / "encoder"), counts, output_dir / "benchmark")
         keep_run(experiment, name, output_dir, report)

@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         "(for arms run side by side in separate processes; a later call with --reuse adds them).",
     )
     parser.add_argument(
+        "--share_warmup",
+        choices=("true", "false"),
+        default="true",
+        help="Arms of a seed and base start their second stage from the first GH arm's warm-up "
+        "checkpoint instead of training the same warm-up again (default: true; see gh_hf.experiment).",
+    )
+    parser.add_argument(
         "--summary_only",
         action="store_true",
         help="Rewrite summary.md and the seed<s>/ reports from the kept runs; nothing is run.",
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             reuse=args.reuse or args.summary_only,
             threads=args.threads,
             runs_only=args.runs_only,
+            share_warmup=args.share_warmup == "true",
         )
     except ValueError as error:
         parser.error(str(error))

@@ -71,6 +71,14 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     assert (tmp_path / "results" / "seed0" / "per_class_accuracy.png").exists()
     commands = (tmp_path / "results" / "commands.md").read_text()
     assert commands.count("scripts/pretrain.py") == 2 and commands.count("scripts/benchmark.py") == 3
+    # The GH arm trains the seed's warm-up first and keeps it; SimCLR starts its second stage from it.
+    gh_line, simclr_line = [line for line in commands.splitlines() if "scripts/pretrain.py" in line]
+    assert "simclr_gh_known_seed0" in gh_line and "--save_warmup_checkpoint true" in gh_line
+    warmup = os.path.relpath(tmp_path / "work" / "simclr_gh_known_seed0" / "checkpoints" / "warmup", ROOT)
+    assert f"--resume_from_checkpoint {warmup}" in simclr_line
+    simclr_log = [json.loads(line) for line in (runs / "simclr_seed0" / "log.jsonl").read_text().splitlines()]
+    (fork,) = [row for row in simclr_log if "forked_from" in row]
+    assert fork["forked_from"] == warmup and fork["step"] > 0
     assert "# gh_hf revision" in commands and str(ROOT) not in commands  # paths relative to the checkout
 
     again = run_experiment(tmp_path, "--reuse")  # everything kept: nothing is trained or benchmarked again
@@ -89,5 +97,6 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
 
     changed = run_experiment(tmp_path, "--reuse", "--extra", TINY + " --num_epochs 3")  # another schedule
     assert changed.returncode == 2, changed.stderr[-3000:]
-    assert "the kept run simclr_seed0" in changed.stderr and "num_epochs: kept 2, now 3" in changed.stderr
+    assert "the kept run simclr_gh_known_seed0" in changed.stderr  # the warm-up's source is checked first
+    assert "num_epochs: kept 2, now 3" in changed.stderr
     assert "scripts/pretrain.py" not in changed.stdout

@@ -111,6 +111,56 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
         assert torch.equal(straight[key], resumed[key]), key
 
 
+@pytest.mark.parametrize("ssl_method", ["simclr", "bcl"])  # bcl: its loss memory crosses the fork too
+def test_a_fork_from_the_gh_warmup_is_the_run_trained_in_full(tmp_path, ssl_method):
+    # GH adds nothing before its warm-up ends, so the arms of a seed may start their second stage
+    # from one GH arm's warm-up checkpoint (scripts/experiment.py): it must give the same weights.
+    common = [
+        *TINY,
+        "--ssl_method",
+        ssl_method,
+        "--lr_schedule",
+        "two_stage",
+        "--checkpoint_every_epochs",
+        "0",
+    ]
+    check(launch([*common, "--use_gh", "true", "--save_warmup_checkpoint", "true",
+                  "--output_dir", str(tmp_path / "gh")]))  # fmt: skip
+    warmup = tmp_path / "gh" / "checkpoints" / "warmup"
+    assert (warmup / "score_bank-shard00000-of-00001.safetensors").exists()  # GH forks need the bank
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps([40, 25, 15, 8, 5, 3, 2, 1, 0.6, 0.4]))
+    arms = {"without_gh": ["--use_gh", "false"]}
+    if ssl_method == "simclr":
+        arms["known_prior"] = ["--use_gh", "true", "--class_prior", str(prior)]
+    for name, arm in arms.items():
+        full, fork = tmp_path / f"{name}_full", tmp_path / f"{name}_fork"
+        check(launch([*common, *arm, "--output_dir", str(full)]))
+        check(launch([*common, *arm, "--output_dir", str(fork), "--resume_from_checkpoint", str(warmup)]))
+        trained, forked = _weights(full), _weights(fork)
+        assert trained.keys() == forked.keys()
+        for key in trained:
+            assert torch.equal(trained[key], forked[key]), (name, key)
+        # The fork's log tells its whole history: the source's warm-up rows, then a row naming it.
+        rows = [json.loads(line) for line in (fork / "log.jsonl").read_text().splitlines()]
+        (marker,) = [row for row in rows if "forked_from" in row]
+        assert marker == {"forked_from": str(warmup), "step": 8}  # 8 steps per epoch, 1 warm-up epoch
+        losses = [(row["step"], row["loss"]) for row in rows if "loss" in row]
+        full_rows = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+        assert losses == [(row["step"], row["loss"]) for row in full_rows if "loss" in row]
+
+
+def test_a_fork_whose_warmup_differs_fails_naming_the_setting(tmp_path):
+    check(launch([*TINY, "--max_steps", "8", "--save_warmup_checkpoint", "true", "--output_dir",
+                  str(tmp_path / "gh")]))  # fmt: skip
+    warmup = tmp_path / "gh" / "checkpoints" / "warmup"
+    result = launch([*TINY, "--learning_rate", "0.1", "--output_dir", str(tmp_path / "fork"),
+                     "--resume_from_checkpoint", str(warmup)])  # fmt: skip
+    assert result.returncode != 0
+    assert "learning_rate: 0.5 there, 0.1 here" in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "fork" / "encoder").exists()
+
+
 def test_two_processes_train_and_checkpoint(tmp_path):
     out = tmp_path / "ddp"
     check(

@@ -305,7 +305,19 @@ class PretrainingArguments:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last k checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder or 'latest'."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder or 'latest'. Another run's checkpoint starts this run from "
+            "its state (a fork; this run's log begins with that run's rows up to it)."
+        },
+    )
+    save_warmup_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "Also keep the state when the GH warm-up ends (after --gh_warmup_epochs epochs) "
+            "in output_dir/checkpoints/warmup, outside the rotation. Runs of the same seed and base "
+            "that differ only in GH start their second stage from it (scripts/experiment.py does)."
+        },
     )
     seed: int = 0
     mixed_precision: str = field(
@@ -386,6 +398,8 @@ class PretrainingArguments:
                 _fail("training", name, getattr(self, name), "must be >= 0")
         if self.num_epochs == 0 and self.max_steps <= 0:
             _fail("training", "num_epochs", self.num_epochs, "must be > 0 unless --max_steps is set")
+        if self.save_warmup_checkpoint and self.gh_warmup_epochs == 0:
+            _fail("training", "save_warmup_checkpoint", True, "needs --gh_warmup_epochs > 0 (no warm-up)")
         if self.save_total_limit < 1:
             _fail("training", "save_total_limit", self.save_total_limit, "must be >= 1")
         for name in ("bcl_num_ops", "bcl_max_magnitude"):

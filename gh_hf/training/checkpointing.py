@@ -1,4 +1,9 @@
-"""Crash-safe checkpoints: written under a temporary name, renamed when complete, last k kept."""
+"""Crash-safe checkpoints: written under a temporary name, renamed when complete, last k kept.
+
+`checkpoints/step_N` are the rotated ones `--resume_from_checkpoint latest` resumes from;
+`checkpoints/warmup` (`--save_warmup_checkpoint`) is the state when the GH warm-up ends, kept
+outside the rotation so that other arms of an experiment can start their second stage from it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 CHECKPOINT_DIR = "checkpoints"
+WARMUP_CHECKPOINT = "warmup"
 _NAME = re.compile(r"^step_(\d+)$")
 
 
@@ -45,13 +51,28 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
     return path
 
 
+def warmup_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The run's complete warm-up checkpoint (`--save_warmup_checkpoint`), or None."""
+    path = checkpoint_root(output_dir) / WARMUP_CHECKPOINT
+    return path if path.is_dir() else None
+
+
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str | os.PathLike, global_step: int, keep: int
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    global_step: int,
+    keep: int,
+    name: str | None = None,
 ) -> Path:
-    """`accelerator.save_state` into `.tmp-step_N`, renamed to `step_N` once every process is done."""
+    """`accelerator.save_state` into `.tmp-step_N`, renamed to `step_N` once every process is done.
+
+    With `name`, the checkpoint is `checkpoints/<name>` instead, outside the rotation of the last
+    `keep` (and never what 'latest' resumes from).
+    """
     root = checkpoint_root(output_dir)
-    final = root / f"step_{global_step:08d}"
-    temporary = root / f".tmp-step_{global_step:08d}"
+    name = name or f"step_{global_step:08d}"
+    final = root / name
+    temporary = root / f".tmp-{name}"
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,12 @@ from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_en
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
-from gh_hf.training.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
+from gh_hf.training.checkpointing import (
+    WARMUP_CHECKPOINT,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from gh_hf.training.data import (
     build_train_loader,
     epoch_batches,
@@ -33,6 +38,7 @@ from gh_hf.training.data import (
     prepare_train_loader,
 )
 from gh_hf.training.export import export_encoder
+from gh_hf.training.fork import begin_log, check_fork, fork_source
 from gh_hf.training.prior import (
     BankMomenta,
     bank_counts,
@@ -179,6 +185,9 @@ class Pretrainer:
                 "no full batch per epoch; lower --per_device_batch_size"
             )
         self.bank_momenta = self.resolve_bank_momenta()
+        self.fork_source = fork_source(self.resume_path, self.output_dir) if self.resume_path else None
+        if self.fork_source is not None:  # another run's checkpoint: its warm-up must be this run's
+            check_fork(self.fork_source, self.resume_path, json.loads(json.dumps(self.all_args())))
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
             if self.loss_memory is not None:
@@ -189,6 +198,9 @@ class Pretrainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
+            if self.fork_source is not None:
+                log_path = self.output_dir / "log.jsonl"
+                begin_log(self.fork_source, self.resume_path, log_path, self.state.global_step)
         accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
         self.log({"bank_momentum_warmup": self.bank_momenta.warmup, "bank_momentum": self.bank_momenta.gh})
 
@@ -406,6 +418,14 @@ class Pretrainer:
             self.log(self.run_monitor())
         if args.checkpoint_every_epochs and epoch % args.checkpoint_every_epochs == 0:
             save_checkpoint(self.accelerator, self.output_dir, self.state.global_step, args.save_total_limit)
+        if args.save_warmup_checkpoint and epoch == args.gh_warmup_epochs:
+            save_checkpoint(
+                self.accelerator,
+                self.output_dir,
+                self.state.global_step,
+                args.save_total_limit,
+                name=WARMUP_CHECKPOINT,
+            )
 
     def checkpoint_if_new(self) -> None:
         existing = list_checkpoints(self.output_dir)
