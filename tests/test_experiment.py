@@ -36,6 +36,17 @@ def test_a_single_seed_shows_its_value_and_several_their_sample_std():
     assert _mean_std([-1.0, -2.0], signed=True) == "-1.50 ± 0.71"
 
 
+def test_each_base_forks_its_arms_from_its_first_gh_arm():
+    from gh_hf.experiment import Experiment
+
+    arms = ["simclr", "simclr_gh", "simclr_gh_known", "focal", "bcl_gh", "bcl", "sdclr"]
+    # focal and sdclr have no GH sibling here, bcl_gh is its base's source and no fork itself
+    assert Experiment(arms=arms).warmup_sources == {"simclr": "simclr_gh", "simclr_gh_known": "simclr_gh",
+                                                    "bcl": "bcl_gh"}  # fmt: skip
+    assert Experiment(arms=arms, share_warmup=False).warmup_sources == {}
+    assert Experiment(arms=arms, extra=["--gh_warmup_epochs", "0"]).warmup_sources == {}  # nothing to share
+
+
 @pytest.mark.slow
 def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     # --runs_only (arms side by side in separate processes): the arms' runs, nothing shared
