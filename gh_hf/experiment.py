@@ -5,11 +5,14 @@ ranks the classes by a permutation seeded by that seed (`--class_order permuted`
 arms of the seed), so Few is not always the same three classes. Every arm of a seed shares the
 split, the data order, the views and the two-stage LR; within a pair, GH is the only difference.
 With `share_warmup` (the default) the arms of a seed that share a base (SimCLR, Focal, SDCLR or
-BCL) also share its GH warm-up: the first GH arm of the base runs first and keeps its state when
-the warm-up ends (`--save_warmup_checkpoint`); the base's other arms start their second stage from
-that state instead of training the same warm-up again. GH adds nothing before its warm-up ends, so
-a fork is the run it replaces, bitwise on CPU (tests/test_pretrain_e2e.py), and the pair shares its
-warm-up exactly on any device; it saves (arms - 1) warm-ups per base and seed.
+BCL) also share its GH warm-up. Every GH arm keeps its state when the warm-up ends
+(`--save_warmup_checkpoint`); an arm's source is the first GH arm of its base in ARMS order among
+this call's arms and the arms whose warm-up is already kept in the work folder. The sources run
+first; every other arm starts its second stage from its source's warm-up instead of training the
+same warm-up again (arms run side by side in separate processes can fork from a source that
+another process trains: results/gpu/run_gh_schedule.sh). GH adds nothing before its warm-up ends,
+so a fork is the run it replaces, bitwise on CPU (tests/test_pretrain_e2e.py), and the pair shares
+its warm-up exactly on any device; it saves (arms - 1) warm-ups per base and seed.
 Each finished run leaves `results_dir/runs/<arm>_seed<seed>/` (training log with the prior
 diagnostics, arguments, run facts, the benchmark's `results.json`), which `reuse` treats as done,
 so an interrupted experiment resumes where it stopped, also on another machine.
@@ -125,20 +128,30 @@ class Experiment:
         return parse_pretrain_args(["--preset", self.preset, *COMMON_ARGS, *self.extra])[0]
 
     @property
-    def warmup_sources(self) -> dict[str, str]:
-        """{arm: the arm whose warm-up it starts from}: with `share_warmup` and a GH warm-up, every
-        arm of a base but its first GH arm (the source) starts from that arm's warm-up."""
+    def shares_warmup(self) -> bool:
+        """`share_warmup` and a GH warm-up to share (`--gh_warmup_epochs` > 0)."""
         from gh_hf.training.arguments import parse_pretrain_args
 
         training = parse_pretrain_args(["--preset", self.preset, *COMMON_ARGS, *self.extra])[2]
-        if not self.share_warmup or training.gh_warmup_epochs == 0:
+        return self.share_warmup and training.gh_warmup_epochs > 0
+
+    def warmup_sources(self, seed: int) -> dict[str, str]:
+        """{arm: the arm whose warm-up it starts from} for one seed (the module doc says which)."""
+        from gh_hf.training.checkpointing import warmup_checkpoint
+
+        if not self.shares_warmup:
             return {}
         sources = {}
         for arm in self.arms:
-            siblings = [other for other in self.arms if base_of(other) == base_of(arm)]
-            source = next((other for other in siblings if uses_gh(other)), None)
-            if source not in (None, arm):
-                sources[arm] = source
+            candidates = [
+                other
+                for other in ARMS
+                if uses_gh(other)
+                and base_of(other) == base_of(arm)
+                and (other in self.arms or warmup_checkpoint(ROOT / work_run_dir(self, other, seed)))
+            ]
+            if candidates and candidates[0] != arm:
+                sources[arm] = candidates[0]
         return sources
 
     def run_dir(self, name: str) -> Path:
@@ -193,7 +206,7 @@ def work_run_dir(experiment: Experiment, arm: str, seed: int) -> Path:
 def pretrain_arguments(experiment: Experiment, arm: str, seed: int, prior_file: str) -> list[str]:
     """The `scripts/pretrain.py` arguments of one run, output folder included."""
     arm_args = [prior_file if value == KNOWN_PRIOR else value for value in ARMS[arm]]
-    if uses_gh(arm) and experiment.warmup_sources:  # a GH arm keeps its warm-up for the others
+    if uses_gh(arm) and experiment.shares_warmup:  # a GH arm keeps its warm-up for the others
         arm_args += ["--save_warmup_checkpoint", "true"]
     output_dir = work_run_dir(experiment, arm, seed)
     return ["--preset", experiment.preset, *COMMON_ARGS, *arm_args, "--seed", str(seed),
@@ -303,7 +316,7 @@ def run_seed(experiment: Experiment, seed: int) -> None:
 
     prior_file = known_prior_file(experiment, seed)
     counts = None
-    sources = experiment.warmup_sources
+    sources = experiment.warmup_sources(seed)
     for arm in sorted(experiment.arms, key=lambda arm: arm in sources):  # the sources first
         name = f"{arm}_seed{seed}"
         if experiment.reuse and (experiment.run_dir(name) / "benchmark.json").exists():

@@ -36,15 +36,26 @@ def test_a_single_seed_shows_its_value_and_several_their_sample_std():
     assert _mean_std([-1.0, -2.0], signed=True) == "-1.50 ± 0.71"
 
 
-def test_each_base_forks_its_arms_from_its_first_gh_arm():
+def test_each_base_forks_its_arms_from_its_first_gh_arm(tmp_path):
     from gh_hf.experiment import Experiment
 
-    arms = ["simclr", "simclr_gh", "simclr_gh_known", "focal", "bcl_gh", "bcl", "sdclr"]
-    # focal and sdclr have no GH sibling here, bcl_gh is its base's source and no fork itself
-    assert Experiment(arms=arms).warmup_sources == {"simclr": "simclr_gh", "simclr_gh_known": "simclr_gh",
-                                                    "bcl": "bcl_gh"}  # fmt: skip
-    assert Experiment(arms=arms, share_warmup=False).warmup_sources == {}
-    assert Experiment(arms=arms, extra=["--gh_warmup_epochs", "0"]).warmup_sources == {}  # nothing to share
+    work = os.path.relpath(tmp_path / "work", ROOT)
+    arms = ["simclr", "simclr_gh_known", "simclr_gh", "focal", "bcl_gh", "bcl", "sdclr"]
+    # the first GH arm in ARMS order (simclr_gh), not in the call's order; focal and sdclr have no
+    # GH sibling here; bcl_gh is its base's source and no fork itself
+    assert Experiment(arms=arms, work_dir=work).warmup_sources(0) == {
+        "simclr": "simclr_gh",
+        "simclr_gh_known": "simclr_gh",
+        "bcl": "bcl_gh",
+    }
+    assert Experiment(arms=arms, work_dir=work, share_warmup=False).warmup_sources(0) == {}
+    no_warmup = Experiment(arms=arms, work_dir=work, extra=["--gh_warmup_epochs", "0"])
+    assert no_warmup.warmup_sources(0) == {}
+    # Arms run side by side in separate processes: a warm-up another process keeps is a source too.
+    alone = Experiment(arms=["simclr_gh_known"], work_dir=work)
+    assert alone.warmup_sources(0) == {}
+    (tmp_path / "work" / "simclr_gh_seed1" / "checkpoints" / "warmup").mkdir(parents=True)
+    assert alone.warmup_sources(0) == {} and alone.warmup_sources(1) == {"simclr_gh_known": "simclr_gh"}
 
 
 @pytest.mark.slow
