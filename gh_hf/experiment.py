@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,29 +220,18 @@ REUSE_IGNORES = ("output_dir", "resume_from_checkpoint", "save_warmup_checkpoint
                  "hub_model_id", "report_to")  # fmt: skip
 
 
-def _as_json(arguments: Any) -> dict[str, Any]:
-    """An arguments dataclass as its training_args.json section (tuples as lists)."""
-    return json.loads(json.dumps(asdict(arguments)))
-
-
 def check_reusable(saved_args: Path, arguments: list[str], name: str) -> None:
     """Fails when a kept run was made with other settings than `arguments` would use now.
 
     `--reuse` must never mix runs of two configurations in one table (e.g. after the preset changed).
     """
-    from gh_hf.training.arguments import parse_pretrain_args
+    from gh_hf.training.arguments import parse_pretrain_args, setting_differences
 
     saved = json.loads(saved_args.read_text())
-    parts = dict(zip(("data", "model", "training"), parse_pretrain_args(arguments), strict=True))
-    differences = []
-    for part, values in parts.items():
-        # A setting added after the run was made counts as its default (what the run did).
-        kept = {**_as_json(type(values)()), **saved.get(part, {})}
-        differences += [
-            f"{key}: kept {kept.get(key)!r}, now {value!r}"
-            for key, value in _as_json(values).items()
-            if key not in REUSE_IGNORES and value != "auto" and kept.get(key) != value
-        ]
+    differences = [
+        f"{key}: kept {kept!r}, now {value!r}"
+        for key, kept, value in setting_differences(saved, parse_pretrain_args(arguments), REUSE_IGNORES)
+    ]
     if differences:
         raise ValueError(
             f"--reuse: the kept run {name} ({os.path.relpath(saved_args, ROOT)}) was made with other "

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 
-from gh_hf.training.arguments import parse_pretrain_args
+from gh_hf.training.arguments import ARGUMENT_PARTS, as_json, parse_pretrain_args
 from gh_hf.training.fork import begin_log, check_fork, fork_source
 
 
-def _args(*argv: str) -> dict:
-    data, model, training = parse_pretrain_args(["--preset", "demo", *argv])
-    return json.loads(
-        json.dumps({"data": asdict(data), "model": asdict(model), "training": asdict(training)})
-    )
+def _args(*argv: str) -> tuple:
+    return parse_pretrain_args(["--preset", "demo", *argv])
 
 
 def _source(tmp_path, *argv: str):
     (tmp_path / "source").mkdir()
-    (tmp_path / "source" / "training_args.json").write_text(json.dumps(_args(*argv)))
+    saved = dict(zip(ARGUMENT_PARTS, map(as_json, _args(*argv)), strict=True))
+    (tmp_path / "source" / "training_args.json").write_text(json.dumps(saved))
     return tmp_path / "source"
 
 

@@ -425,6 +425,32 @@ class PretrainingArguments:
 
 
 ARGUMENT_CLASSES = (DataArguments, ModelArguments, PretrainingArguments)
+ARGUMENT_PARTS = ("data", "model", "training")  # the sections of training_args.json, in that order
+
+
+def as_json(arguments: Any) -> dict[str, Any]:
+    """An arguments dataclass as its training_args.json section (tuples as lists)."""
+    return json.loads(json.dumps(asdict(arguments)))
+
+
+def setting_differences(
+    saved: dict[str, dict[str, Any]], current: tuple[Any, Any, Any], ignore: set[str] | tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
+    """(name, saved value, current value) of each setting in which a run's training_args.json
+    (`saved`) differs from `current` (data, model and training arguments).
+
+    A setting added after `saved` was written counts as its default (what that run did); names in
+    `ignore` and settings "auto" in `current` (a run stores what "auto" resolved to) are skipped.
+    """
+    differences = []
+    for part, values in zip(ARGUMENT_PARTS, current, strict=True):
+        kept = {**as_json(type(values)()), **saved.get(part, {})}
+        differences += [
+            (key, kept.get(key), value)
+            for key, value in as_json(values).items()
+            if key not in ignore and value != "auto" and kept.get(key) != value
+        ]
+    return differences
 
 
 def available_presets() -> list[str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
+from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments, setting_differences
 from gh_hf.training.schedules import resolve_lr_schedule
 
 logger = logging.getLogger(__name__)
@@ -22,15 +22,15 @@ logger = logging.getLogger(__name__)
 # Settings a fork may change: they act only after the GH warm-up (the GH term, its prior and bank
 # momentum, the length of the second stage), or not on the weights at all (outputs, logging, the
 # kNN monitor, checkpoints, the data loader's worker count: views depend on seed, epoch and index).
+# The LR schedule is compared as resolved (check_fork).
 FORK_MAY_DIFFER = {
-    "data": {"dataloader_num_workers"},
-    "model": {"use_gh", "gh_temperature", "sinkhorn_epsilon", "sinkhorn_iterations", "sinkhorn_tolerance",
-              "gh_weight"},
-    "training": {"output_dir", "resume_from_checkpoint", "save_warmup_checkpoint", "num_epochs", "max_steps",
-                 "gh_ramp_epochs", "prior_every_epochs", "prior_floor", "bank_momentum", "class_prior",
-                 "checkpoint_every", "checkpoint_every_epochs", "save_total_limit", "report_to",
-                 "logging_steps", "knn_every_epochs", "knn_at_end", "knn_max_train_samples", "knn_grouping",
-                 "push_to_hub", "hub_model_id", "hub_private_repo", "lr_schedule"},
+    "dataloader_num_workers",
+    "use_gh", "gh_temperature", "sinkhorn_epsilon", "sinkhorn_iterations", "sinkhorn_tolerance", "gh_weight",
+    "output_dir", "resume_from_checkpoint", "save_warmup_checkpoint", "num_epochs", "max_steps",
+    "gh_ramp_epochs", "prior_every_epochs", "prior_floor", "bank_momentum", "class_prior", "checkpoint_every",
+    "checkpoint_every_epochs", "save_total_limit", "report_to", "logging_steps", "knn_every_epochs",
+    "knn_at_end", "knn_max_train_samples", "knn_grouping", "push_to_hub", "hub_model_id", "hub_private_repo",
+    "lr_schedule",
 }  # fmt: skip
 
 
@@ -40,13 +40,17 @@ def fork_source(checkpoint: Path, output_dir: Path) -> Path | None:
     return None if source.resolve() == output_dir.resolve() else source
 
 
-def check_fork(source: Path, checkpoint: Path, current: dict[str, dict[str, Any]]) -> None:
+def check_fork(
+    source: Path,
+    checkpoint: Path,
+    current: tuple[DataArguments, ModelArguments, PretrainingArguments],
+) -> None:
     """Fails, naming the settings, when this run's warm-up would not have been the source's.
 
     Args:
         source: the source run's folder (its `training_args.json` is read).
         checkpoint: the checkpoint this run starts from (for the message).
-        current: this run's arguments as `training_args.json` holds them (resolved values).
+        current: this run's data, model and training arguments (resolved values).
 
     Raises:
         ValueError: a setting of the warm-up differs, or the fork has GH and its source did not (the
@@ -58,19 +62,18 @@ def check_fork(source: Path, checkpoint: Path, current: dict[str, dict[str, Any]
         return
     saved = json.loads(saved_path.read_text())
     differences = [
-        f"{key}: {saved[part].get(key)!r} there, {value!r} here"
-        for part, values in current.items()
-        for key, value in values.items()
-        if key not in FORK_MAY_DIFFER[part] and saved.get(part, {}).get(key, value) != value
+        f"{key}: {there!r} there, {here!r} here"
+        for key, there, here in setting_differences(saved, current, FORK_MAY_DIFFER)
     ]
+    _, model, training = current
     schedules = [
-        resolve_lr_schedule(args["training"]["lr_schedule"], args["model"]["use_gh"],
-                            args["training"]["gh_warmup_epochs"])
-        for args in (saved, current)
+        resolve_lr_schedule(saved["training"]["lr_schedule"], saved["model"]["use_gh"],
+                            saved["training"]["gh_warmup_epochs"]),
+        resolve_lr_schedule(training.lr_schedule, model.use_gh, training.gh_warmup_epochs),
     ]  # fmt: skip
     if schedules[0] != schedules[1]:
         differences.append(f"lr_schedule resolves to {schedules[0]!r} there, {schedules[1]!r} here")
-    if current["model"]["use_gh"] and not saved["model"]["use_gh"]:
+    if model.use_gh and not saved["model"]["use_gh"]:
         differences.append("use_gh: False there, True here (the checkpoint holds no score bank for GH)")
     if differences:
         raise ValueError(

@@ -187,7 +187,7 @@ class Pretrainer:
         self.bank_momenta = self.resolve_bank_momenta()
         self.fork_source = fork_source(self.resume_path, self.output_dir) if self.resume_path else None
         if self.fork_source is not None:  # another run's checkpoint: its warm-up must be this run's
-            check_fork(self.fork_source, self.resume_path, json.loads(json.dumps(self.all_args())))
+            check_fork(self.fork_source, self.resume_path, (self.data_args, self.model_args, self.args))
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
             if self.loss_memory is not None:
