@@ -189,12 +189,15 @@ class Experiment:
 def known_prior_file(experiment: Experiment, seed: int) -> str:
     """Writes the class frequencies of the seed's split (largest first: labels are not needed)."""
     from gh_hf.data import get_class_counts
+    from gh_hf.files import write_atomically
     from gh_hf.training.data import load_long_tailed_train
 
     counts = sorted(get_class_counts(load_long_tailed_train(experiment.data_args, seed)), reverse=True)
-    path = ROOT / experiment.work_dir / f"class_prior_seed{seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([count / sum(counts) for count in counts]) + "\n")
+    text = json.dumps([count / sum(counts) for count in counts]) + "\n"
+    # Atomic: arms of a seed run side by side (`--runs_only`) may write it at once (same content).
+    path = write_atomically(
+        ROOT / experiment.work_dir / f"class_prior_seed{seed}.json", lambda staging: staging.write_text(text)
+    )
     return os.path.relpath(path, ROOT)
 
 

@@ -6,7 +6,9 @@ pipeline (PIL views in 2 DataLoader workers) and the batched pipeline (views of 
 the model's device) in one process, in interleaved turns, plus the batched step alone on ready
 views ("model_only"), and prints images/s, the speed-up and each pipeline's data share of the step.
 `--arm NAME=ARGS` adds an arm, e.g. `--arm "compiled=--view_pipeline batched --compile true"`;
-`--common ARGS` goes to every arm (e.g. `--common "--mixed_precision bf16 --per_device_batch_size 512"`).
+`--common ARGS` goes to every arm (e.g. `--common "--mixed_precision bf16 --per_device_batch_size 512"`);
+`--default_arms false` runs only the `--arm`s, e.g. one per SSL base to compare their costs:
+`--default_arms false --arm simclr="--ssl_method simclr" --arm bcl="--ssl_method bcl"`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps_per_turn", type=int, default=8)
     parser.add_argument("--arm", type=_arm, action="append", default=[], help="NAME=ARGS, repeatable.")
     parser.add_argument("--common", default="", help="Arguments for every arm, e.g. '--image_size 32'.")
+    parser.add_argument(
+        "--default_arms",
+        choices=["true", "false"],
+        default="true",
+        help="Run the per_image and batched arms too (true) or only the --arm ones (false).",
+    )
     parser.add_argument("--output", default="results/throughput_cpu.json")
     args = parser.parse_args(argv)
-    arms = {**DEFAULT_ARMS, **dict(args.arm)}
+    arms = {**(DEFAULT_ARMS if args.default_arms == "true" else {}), **dict(args.arm)}
+    if not arms:
+        parser.error("--default_arms false needs at least one --arm NAME=ARGS")
     report = compare_pipelines(args.preset, arms, args.turns, args.steps_per_turn, shlex.split(args.common))
     report["machine"] = {
         "platform": platform.platform(),
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    print(f"{args.preset}, batch {report['batch_size']}, SimCLR + GH, median of {args.turns} turns:")
+    print(f"{args.preset}, batch {report['batch_size']}, GH at full weight, median of {args.turns} turns:")
     print(f"{'arm':>14} {'images/s':>9} {'step ms':>8} {'data share':>11}")
     for name, row in report["results"].items():
         print(

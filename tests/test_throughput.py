@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -61,3 +66,18 @@ def test_throughput_benchmark_times_both_pipelines_and_the_step_alone():
     assert report["batched_over_per_image"] == pytest.approx(
         report["results"]["per_image"]["step_s"] / report["results"]["batched"]["step_s"]
     )
+
+
+@pytest.mark.slow
+def test_throughput_script_runs_only_the_given_arms_without_the_defaults(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_throughput.py"
+    common = ("--dataset digits --imbalance_ratio 10 --image_size 12 --projection_dim 16 "
+              "--backbone_kwargs '{\"channels\": [8, 16, 32, 64]}' --per_device_batch_size 32")  # fmt: skip
+    output = tmp_path / "report.json"
+    command = [sys.executable, str(script), "--preset", "demo", "--turns", "1", "--steps_per_turn", "1",
+               "--common", common, "--default_arms", "false", "--arm", "bcl=--ssl_method bcl",
+               "--output", str(output)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    assert set(json.loads(output.read_text())["results"]) == {"bcl"}
+    refused = subprocess.run(command[:-4] + ["--output", str(output)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--default_arms false needs at least one --arm" in refused.stderr
