@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Training throughput end to end: `python scripts/bench_throughput.py [--preset fashion_mnist_lt]`.
 
-Runs the real training loop (loader, views, step; SimCLR + GH at full weight) of the per-image
-pipeline (PIL views in 2 DataLoader workers) and the batched pipeline (views of the whole batch on
-the model's device) in one process, in interleaved turns, plus the batched step alone on ready
-views ("model_only"), and prints images/s, the speed-up and each pipeline's data share of the step.
+Runs the real training loop (loader, views, step; the preset's base, SimCLR, + GH at full weight)
+of the per-image pipeline (PIL views in 2 DataLoader workers) and the batched pipeline (views of
+the whole batch on the model's device) in one process, in interleaved turns, plus the batched
+step alone on ready views ("model_only"), and prints images/s, the speed-up and each pipeline's
+data share of the step.
 `--arm NAME=ARGS` adds an arm, e.g. `--arm "compiled=--view_pipeline batched --compile true"`;
 `--common ARGS` goes to every arm (e.g. `--common "--mixed_precision bf16 --per_device_batch_size 512"`);
 `--default_arms false` runs only the `--arm`s, e.g. one per SSL base to compare their costs:

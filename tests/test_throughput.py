@@ -74,10 +74,11 @@ def test_throughput_script_runs_only_the_given_arms_without_the_defaults(tmp_pat
     common = ("--dataset digits --imbalance_ratio 10 --image_size 12 --projection_dim 16 "
               "--backbone_kwargs '{\"channels\": [8, 16, 32, 64]}' --per_device_batch_size 32")  # fmt: skip
     output = tmp_path / "report.json"
-    command = [sys.executable, str(script), "--preset", "demo", "--turns", "1", "--steps_per_turn", "1",
-               "--common", common, "--default_arms", "false", "--arm", "bcl=--ssl_method bcl",
-               "--output", str(output)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    without_arms = [sys.executable, str(script), "--preset", "demo", "--turns", "1", "--steps_per_turn", "1",
+                    "--common", common, "--default_arms", "false", "--output", str(output)]  # fmt: skip
+    subprocess.run(
+        [*without_arms, "--arm", "bcl=--ssl_method bcl"], check=True, capture_output=True, text=True
+    )
     assert set(json.loads(output.read_text())["results"]) == {"bcl"}
-    refused = subprocess.run(command[:-4] + ["--output", str(output)], capture_output=True, text=True)
+    refused = subprocess.run(without_arms, capture_output=True, text=True)
     assert refused.returncode == 2 and "--default_arms false needs at least one --arm" in refused.stderr
