@@ -195,23 +195,20 @@ def test_decoding_refuses_mixed_sizes_and_oversized_splits():
 
 
 @pytest.mark.parametrize(
-    ("dataset", "choice", "ssl_method", "expected"),
+    ("dataset", "choice", "expected"),
     [
-        ("fashion_mnist", "auto", "simclr", "batched"),
-        ("cifar100", "auto", "sdclr", "batched"),
-        ("fashion_mnist", "auto", "bcl", "per_image"),
-        ("/data/my_images", "auto", "simclr", "per_image"),
-        ("/data/my_images", "batched", "simclr", "batched"),
-        ("fashion_mnist", "per_image", "simclr", "per_image"),
+        ("fashion_mnist", "auto", "batched"),
+        ("cifar100", "auto", "batched"),
+        ("/data/my_images", "auto", "per_image"),
+        ("/data/my_images", "batched", "batched"),
+        ("fashion_mnist", "per_image", "per_image"),
     ],
 )
-def test_view_pipeline_resolution(dataset, choice, ssl_method, expected):
+def test_view_pipeline_resolution(dataset, choice, expected):
     data_args = DataArguments(dataset=dataset, view_pipeline=choice)
-    assert resolve_view_pipeline(data_args, ssl_method) == expected
+    assert resolve_view_pipeline(data_args) == expected
 
 
 def test_view_pipeline_rejects_bad_values():
     with pytest.raises(ValueError, match="--view_pipeline='gpu' is invalid"):
         DataArguments(view_pipeline="gpu")
-    with pytest.raises(ValueError, match="--view_pipeline=batched is invalid with --ssl_method bcl"):
-        resolve_view_pipeline(DataArguments(view_pipeline="batched"), "bcl")

@@ -76,7 +76,13 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("ssl_method", "view_pipeline"),
-    [("simclr", "batched"), ("simclr", "per_image"), ("sdclr", "auto"), ("bcl", "auto")],  # bcl: per_image
+    [
+        ("simclr", "batched"),
+        ("simclr", "per_image"),
+        ("sdclr", "auto"),
+        ("bcl", "auto"),
+        ("bcl", "per_image"),
+    ],
 )
 def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, view_pipeline):
     # Mid-epoch resume: SDCLR's masks and pruned BatchNorm sets, BCL's loss memory and strengths,

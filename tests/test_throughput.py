@@ -82,3 +82,16 @@ def test_throughput_script_runs_only_the_given_arms_without_the_defaults(tmp_pat
     assert set(json.loads(output.read_text())["results"]) == {"bcl"}
     refused = subprocess.run(without_arms, capture_output=True, text=True)
     assert refused.returncode == 2 and "--default_arms false needs at least one --arm" in refused.stderr
+
+
+def test_bcl_arms_are_timed_with_their_randaugment_boost_on(tmp_path):
+    from gh_hf.training.throughput import build_trainer
+
+    common = ["--dataset", "digits", "--imbalance_ratio", "10", "--image_size", "12",
+              "--projection_dim", "16", "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}',
+              "--ssl_method", "bcl"]  # fmt: skip
+    for pipeline in ("batched", "per_image"):
+        trainer = build_trainer("demo", [*common, "--view_pipeline", pipeline], str(tmp_path / pipeline))
+        strengths = trainer.two_views.strengths
+        assert strengths.min() == 0 and strengths.max() == 1
+        assert (strengths > 0).float().mean() > 0.99  # all but the easiest sample are boosted

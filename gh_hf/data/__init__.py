@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .batched_views import BatchedTwoViews
+from .batched_views import BatchedMemoryBoostedTwoViews, BatchedTwoViews
 from .errors import DataSourceError, DataSourceNotFoundError, data_error_message
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -57,6 +57,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "BatchedMemoryBoostedTwoViews",
     "BatchedTwoViews",
     "DecodedImages",
     "collate_batch",

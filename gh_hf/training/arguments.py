@@ -120,7 +120,7 @@ class DataArguments:
         metadata={
             "help": "batched (decode the split into memory once, make both views of a whole batch on the "
             "model's device), per_image (PIL views in DataLoader workers) or auto (batched for "
-            "fashion_mnist, digits and CIFAR, except with BCL)."
+            "fashion_mnist, digits and CIFAR, BCL's memory-boosted views included)."
         },
     )
 

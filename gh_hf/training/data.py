@@ -12,6 +12,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
 
 from gh_hf.data import (
+    BatchedMemoryBoostedTwoViews,
     BatchedTwoViews,
     DataSourceError,
     DecodedImages,
@@ -113,22 +114,16 @@ def load_long_tailed_train(data_args: DataArguments, seed: int) -> Dataset | Str
     )
 
 
-def resolve_view_pipeline(data_args: DataArguments, ssl_method: str) -> str:
+def resolve_view_pipeline(data_args: DataArguments) -> str:
     """ "batched" or "per_image": what `--view_pipeline` means for this run.
 
-    "auto" is "batched" for the small fixed-size sources and "per_image" for image folders, split
-    files and BCL, whose per-sample RandAugment strengths run in the per-image workers.
+    "auto" is "batched" for the small fixed-size sources (every base, BCL's memory-boosted
+    RandAugment included) and "per_image" for image folders and split files.
     """
     choice = data_args.view_pipeline
-    if choice == "batched" and ssl_method == "bcl":
-        raise ValueError(
-            "--view_pipeline=batched is invalid with --ssl_method bcl: BCL's memory-boosted RandAugment "
-            "runs per image; use --view_pipeline per_image (or auto)"
-        )
     if choice != "auto":
         return choice
-    fixed_size = canonical_source_name(data_args.dataset) in FIXED_SIZE_SOURCES
-    return "batched" if fixed_size and ssl_method != "bcl" else "per_image"
+    return "batched" if canonical_source_name(data_args.dataset) in FIXED_SIZE_SOURCES else "per_image"
 
 
 def build_train_loader(
@@ -141,7 +136,7 @@ def build_train_loader(
     turns them into views on the model's device. Both also hold `label` (B,) and `index` (B,).
     A `StreamedSplit` gets a `StreamedTrainLoader` with the same batches.
     """
-    per_image = resolve_view_pipeline(data_args, config.ssl_method) == "per_image"
+    per_image = resolve_view_pipeline(data_args) == "per_image"
     if isinstance(dataset, StreamedSplit):
         two_views = build_two_views(len(dataset), data_args, config, args, per_image)
         make_batch = TwoViewRows(two_views) if per_image else DecodedRows(config.in_chans)
@@ -186,10 +181,15 @@ def build_per_image_loader(
 def build_two_views(
     num_samples: int, data_args: DataArguments, config, args: PretrainingArguments, per_image: bool
 ) -> TwoViewTransform | BatchedTwoViews:
-    """What makes a run's two views: per image (BCL: memory-boosted) or for whole batches."""
+    """What makes a run's two views: per image or for whole batches (BCL's: memory-boosted)."""
     image = (config.image_size, config.in_chans, config.image_mean, config.image_std)
     recipe = {"recipe": data_args.augmentation, "crop_min_scale": data_args.crop_min_scale}
     if not per_image:
+        if config.ssl_method == "bcl":
+            return BatchedMemoryBoostedTwoViews(
+                *image, num_samples, seed=args.seed, num_ops=args.bcl_num_ops,
+                max_magnitude=args.bcl_max_magnitude, **recipe,
+            )  # fmt: skip
         return BatchedTwoViews(*image, seed=args.seed, **recipe)
     view = build_pretrain_transform(*image, **recipe)
     if config.ssl_method == "bcl":

@@ -16,6 +16,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
+import torch
 from accelerate.state import AcceleratorState
 
 from gh_hf.training.arguments import parse_pretrain_args
@@ -40,6 +41,14 @@ def build_trainer(preset: str, overrides: list[str], output_dir: str) -> Pretrai
     trainer.setup()
     args = trainer.args
     trainer.state.epoch = args.gh_warmup_epochs + args.gh_ramp_epochs  # GH on, at full weight
+    if trainer.loss_memory is not None:
+        # BCL past its first epoch: every sample remembered, so every sample but the easiest gets
+        # its RandAugment boost (strengths are min-max normalised losses, spread over [0, 1]); a
+        # fresh run's zero strengths would skip the boost and time views BCL never trains on.
+        losses = torch.rand(len(trainer.loss_memory.losses), generator=torch.Generator().manual_seed(0))
+        indices = torch.arange(len(losses), device=trainer.loss_memory.losses.device)
+        trainer.loss_memory.update(indices, losses.to(indices.device))
+        trainer.two_views.set_strengths(trainer.loss_memory.next_epoch_strengths())
     trainer.two_views.set_epoch(trainer.state.epoch)
     trainer.loader.set_epoch(trainer.state.epoch)
     trainer.model.train()
