@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .batched_randaugment import num_draws, rand_augment
-from .transforms import _check_args, blur_kernel_size, recipe_crop_scale
+from .transforms import MemoryBoost, _check_args, blur_kernel_size, recipe_crop_scale
 
 _MASK32 = 0xFFFFFFFF
 # Odd multipliers below 2**31: a 32-bit value times one stays below 2**63 (no int64 overflow).
@@ -274,7 +274,7 @@ class BatchedTwoViews:
         )
 
 
-class BatchedMemoryBoostedTwoViews(BatchedTwoViews):
+class BatchedMemoryBoostedTwoViews(MemoryBoost, BatchedTwoViews):
     """BCL's memory-boosted views of a whole batch: `BatchedTwoViews` after a per-sample RandAugment.
 
     The batched counterpart of `MemoryBoostedTwoViewTransform`: a sample of strength s in [0, 1]
@@ -305,23 +305,7 @@ class BatchedMemoryBoostedTwoViews(BatchedTwoViews):
         max_magnitude: int = 30,
     ) -> None:
         super().__init__(image_size, in_chans, mean, std, recipe, seed, crop_min_scale)
-        if num_ops < 1 or max_magnitude < 1:
-            raise ValueError(f"num_ops and max_magnitude must be >= 1, got {num_ops} and {max_magnitude}")
-        self.num_ops, self.max_magnitude = num_ops, max_magnitude
-        self.strengths = torch.zeros(num_samples)
-
-    def set_strengths(self, strengths: torch.Tensor) -> None:
-        """Per-sample strengths in [0, 1] for the next epoch."""
-        if strengths.shape != self.strengths.shape:
-            raise ValueError(
-                f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}"
-            )
-        self.strengths.copy_(strengths.detach().float().clamp(0, 1).cpu())
-
-    def magnitudes(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B,) int64 magnitude bins of the samples `indices`: round(strength * max_magnitude)."""
-        strengths = self.strengths[indices.to("cpu", torch.int64)].double()
-        return torch.round(strengths * self.max_magnitude).long()
+        self.init_boost(num_samples, num_ops, max_magnitude)
 
     def view(self, pixels: torch.Tensor, indices: torch.Tensor, view: int) -> torch.Tensor:
         draws = per_sample_uniforms(self.seed, self.epoch, indices, view + 2, num_draws(self.num_ops))

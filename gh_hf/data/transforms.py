@@ -287,7 +287,36 @@ class TwoViewTransform:
         return f"{type(self).__name__}(seed={self.seed}, base_transform={self.base_transform!r})"
 
 
-class MemoryBoostedTwoViewTransform(TwoViewTransform):
+class MemoryBoost:
+    """BCL's per-sample augmentation strengths and the RandAugment magnitudes they set.
+
+    One rule for both view makers, the per-image `MemoryBoostedTwoViewTransform` and the batched
+    `BatchedMemoryBoostedTwoViews`: a sample of strength s in [0, 1] gets `num_ops` RandAugment
+    ops at magnitude round(s * max_magnitude), and magnitude 0 means no RandAugment.
+    """
+
+    def init_boost(self, num_samples: int, num_ops: int, max_magnitude: int) -> None:
+        if num_ops < 1 or max_magnitude < 1:
+            raise ValueError(f"num_ops and max_magnitude must be >= 1, got {num_ops} and {max_magnitude}")
+        self.num_ops, self.max_magnitude = num_ops, max_magnitude
+        # In shared memory, so per-image DataLoader workers see `set_strengths`.
+        self.strengths = torch.zeros(num_samples).share_memory_()
+
+    def set_strengths(self, strengths: torch.Tensor) -> None:
+        """Per-sample strengths in [0, 1] for the next epoch."""
+        if strengths.shape != self.strengths.shape:
+            raise ValueError(
+                f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}"
+            )
+        self.strengths.copy_(strengths.detach().float().clamp(0, 1).cpu())
+
+    def magnitudes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 magnitudes of the samples `indices`: round(strength * max_magnitude), on the CPU."""
+        strengths = self.strengths[indices.to("cpu", torch.int64)].double()
+        return torch.round(strengths * self.max_magnitude).long()
+
+
+class MemoryBoostedTwoViewTransform(MemoryBoost, TwoViewTransform):
     """BCL's memory-boosted views: RandAugment whose magnitude follows each sample's strength.
 
     A sample of strength s in [0, 1] first gets `num_ops` RandAugment ops at magnitude
@@ -311,22 +340,10 @@ class MemoryBoostedTwoViewTransform(TwoViewTransform):
         max_magnitude: int = 30,
     ) -> None:
         super().__init__(base_transform, seed)
-        if num_ops < 1 or max_magnitude < 1:
-            raise ValueError(f"num_ops and max_magnitude must be >= 1, got {num_ops} and {max_magnitude}")
-        self.num_ops = num_ops
-        self.max_magnitude = max_magnitude
-        self.strengths = torch.zeros(num_samples).share_memory_()
-
-    def set_strengths(self, strengths: torch.Tensor) -> None:
-        """Per-sample strengths in [0, 1] for the next epoch."""
-        if strengths.shape != self.strengths.shape:
-            raise ValueError(
-                f"strengths must have shape {tuple(self.strengths.shape)}, got {tuple(strengths.shape)}"
-            )
-        self.strengths.copy_(strengths.detach().float().clamp(0, 1).cpu())
+        self.init_boost(num_samples, num_ops, max_magnitude)
 
     def magnitude(self, index: int) -> int:
-        return round(float(self.strengths[index]) * self.max_magnitude)
+        return int(self.magnitudes(torch.tensor([index]))[0])
 
     def view(self, image: PILImage.Image, index: int) -> torch.Tensor:
         magnitude = self.magnitude(index)
