@@ -404,9 +404,33 @@ def summarise(experiment: Experiment) -> str:
         lines += [*paired_table(reports, seeds, protocol), ""]
     lines += ["GH minus the same base without GH, paired by seed (same split, data order, views and LR), "
               "in points; Std: lower is more balanced.", ""]  # fmt: skip
+    lines += hardware_notes(experiment, seeds)
     run_dirs = {name: experiment.run_dir(name) for name in reports if not name.startswith(PIXELS)}
     lines += diagnostics_table(run_dirs)
     return "\n".join(lines) + "\n"
+
+
+def hardware_notes(experiment: Experiment, seeds: Sequence[int]) -> list[str]:
+    """Markdown lines naming each pair whose two runs name different hardware in run_info.json.
+
+    bf16 kernels differ between CPU models (and GPUs), so two such runs differ from their first
+    step: their warm-ups are not bitwise one, and the pair's difference carries that noise too.
+    """
+
+    def hardware(name: str) -> str | None:
+        path = experiment.run_dir(name) / "run_info.json"
+        return json.loads(path.read_text()).get("hardware") if path.exists() else None
+
+    notes = []
+    for label, base, with_gh in PAIRS:
+        for seed in seeds:
+            ours, theirs = hardware(f"{base}_seed{seed}"), hardware(f"{with_gh}_seed{seed}")
+            if ours and theirs and ours != theirs:
+                notes.append(f"- {label}, seed {seed}: {base} on {ours}, {with_gh} on {theirs}.")
+    if not notes:
+        return []
+    return ["Pairs trained on different hardware (their runs differ from the first step, so the pair "
+            "carries that noise too):", "", *notes, ""]  # fmt: skip
 
 
 DIAGNOSTICS = (

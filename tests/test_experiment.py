@@ -58,6 +58,25 @@ def test_each_base_forks_its_arms_from_its_first_gh_arm(tmp_path):
     assert alone.warmup_sources(0) == {} and alone.warmup_sources(1) == {"simclr_gh_known": "simclr_gh"}
 
 
+def test_summary_names_pairs_trained_on_different_hardware(tmp_path):
+    from gh_hf.experiment import Experiment, hardware_notes
+
+    experiment = Experiment(arms=["simclr", "simclr_gh"], results_dir=str(tmp_path))
+    for name, hardware in [("simclr_seed0", "CPU: Intel Xeon (x86_64), 2 cores"),
+                           ("simclr_gh_seed0", "CPU: Intel Xeon (x86_64), 2 cores"),
+                           ("simclr_seed1", "CPU: Intel Xeon (x86_64), 2 cores"),
+                           ("simclr_gh_seed1", "CPU: AMD EPYC (x86_64), 2 cores")]:  # fmt: skip
+        experiment.run_dir(name).mkdir(parents=True)
+        (experiment.run_dir(name) / "run_info.json").write_text(json.dumps({"hardware": hardware}))
+    notes = hardware_notes(experiment, [0, 1, 2])  # seed 2 has no runs: nothing to compare
+    assert notes[2:] == [
+        "- SimCLR + GH (estimated prior), seed 1: simclr on CPU: Intel Xeon (x86_64), 2 cores, "
+        "simclr_gh on CPU: AMD EPYC (x86_64), 2 cores.",
+        "",
+    ]
+    assert hardware_notes(experiment, [0]) == []
+
+
 @pytest.mark.slow
 def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     # --runs_only (arms side by side in separate processes): the arms' runs, nothing shared

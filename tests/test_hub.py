@@ -390,3 +390,23 @@ def test_check_happens_before_staging(encoder_dir, tmp_path, monkeypatch):
     with pytest.raises(HubPublishError, match="offline mode"):
         push_encoder(encoder_dir, "user/x", staging_dir=tmp_path / "stage")
     assert not (tmp_path / "stage").exists()
+
+
+def test_cpu_hardware_names_the_cpu_model(tmp_path, monkeypatch):
+    from gh_hf.hub import run_info
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654\n")
+    assert run_info.cpu_model(str(cpuinfo)) == "AMD EPYC 9654"
+    monkeypatch.setattr(run_info.platform, "processor", lambda: "")
+    assert run_info.cpu_model(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(run_info, "cpu_model", lambda: "Intel(R) Xeon(R) Platinum 8488C")
+    monkeypatch.setattr(run_info.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(run_info.os, "cpu_count", lambda: 2)
+    assert run_info.describe_hardware("cpu") == "CPU: Intel(R) Xeon(R) Platinum 8488C (x86_64), 2 cores"
+    assert (
+        run_info.describe_hardware("cpu", 2)
+        == "CPU: Intel(R) Xeon(R) Platinum 8488C (x86_64), 2 cores, 2 processes"
+    )
+    monkeypatch.setattr(run_info, "cpu_model", lambda: None)
+    assert run_info.describe_hardware("cpu") == "CPU: x86_64, 2 cores"

@@ -15,14 +15,33 @@ import torch
 PACKAGES = ("gh_hf", "torch", "timm", "transformers", "accelerate")
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo's "model name"), else `platform.processor()`, else None.
+
+    Runs in bf16 on two CPU models differ from the first step (other kernels), so a run records it.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def describe_hardware(device: torch.device | str, num_processes: int = 1) -> str:
-    """The hardware a run used, e.g. "4 x NVIDIA H100 80GB HBM3" or "CPU: x86_64, 2 cores"."""
+    """The hardware a run used, e.g. "4 x NVIDIA H100 80GB HBM3" or "CPU: AMD EPYC (x86_64), 2 cores"."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"{num_processes} x {torch.cuda.get_device_name(device)}"
     if device.type == "cpu":
         processes = f", {num_processes} processes" if num_processes > 1 else ""
-        return f"CPU: {platform.machine() or 'unknown'}, {os.cpu_count()} cores{processes}"
+        machine = platform.machine() or "unknown"
+        model = cpu_model()
+        name = f"{model} ({machine})" if model and model != machine else machine
+        return f"CPU: {name}, {os.cpu_count()} cores{processes}"
     return f"{num_processes} x {device.type}"
 
 
