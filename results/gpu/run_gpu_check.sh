@@ -3,7 +3,9 @@
 #   1. the GH/SimCLR step benchmark (ResNet-18, small-input stem, 32x32, bf16, batch 512);
 #   2. the end-to-end throughput of the real training loop on the fashion_mnist_lt preset with that
 #      backbone: per-image views in 14 workers vs batched views on the GPU, eager vs torch.compile
-#      vs compile + channels_last, and the step alone (the data pipeline's share).
+#      vs compile + channels_last, and the step alone (the data pipeline's share);
+#   3. last (so a cut leaves 1-2 whole): BCL's memory-boosted views per image in the workers vs
+#      batched on the GPU, boost on (README "Performance", "BCL's views, batched").
 # Usage (from the repository root): OUT=results/gpu bash results/gpu/run_gpu_check.sh
 set -euo pipefail
 OUT=${OUT:-results/gpu}
@@ -21,3 +23,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
     --arm "batched_compile=--view_pipeline batched --compile true" \
     --arm "batched_compile_cl=--view_pipeline batched --compile true --channels_last true" \
     --output "$OUT/throughput_gpu.json" 2>&1 | grep -v "it/s" | tee "$OUT/throughput_gpu.txt"
+"$PYTHON" scripts/bench_throughput.py --preset fashion_mnist_lt --turns 3 --steps_per_turn 10 --default_arms false \
+    --common "--backbone_kwargs {} --image_size 32 --in_chans 3 --per_device_batch_size 512 --mixed_precision bf16 --ssl_method bcl" \
+    --arm "bcl_per_image=--view_pipeline per_image --dataloader_num_workers $WORKERS" \
+    --arm "bcl_batched=--view_pipeline batched" \
+    --output "$OUT/throughput_bcl_gpu.json" 2>&1 | grep -v "it/s" | tee "$OUT/throughput_bcl_gpu.txt"
