@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .batched_views import BatchedMemoryBoostedTwoViews, BatchedTwoViews
+from .batched_randaugment import BatchedMemoryBoostedTwoViews
+from .batched_views import BatchedTwoViews
 from .errors import DataSourceError, DataSourceNotFoundError, data_error_message
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,

@@ -9,7 +9,8 @@ every op, with per-sample parameters:
 
 - ShearX / ShearY / TranslateX / TranslateY / Rotate: one `grid_sample` (nearest, zero fill) with
   the per-sample inverse matrices `torchvision.transforms.v2.functional.affine` / `rotate` build;
-- Brightness / Color / Contrast / Sharpness: blends with per-sample factors (Color is saturation);
+- Brightness / Color / Contrast: the batched colour jitter's blends (`BatchedTwoViews`), with
+  per-sample factors (Color is saturation); Sharpness: a blend with a 3x3 smoothing;
 - Posterize / Solarize: per-sample bits and thresholds;
 - AutoContrast / Equalize (no magnitude): torchvision's own batched functions.
 
@@ -20,11 +21,15 @@ torchvision's on float tensors (tests/test_batched_randaugment.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+
+from .batched_views import _JITTER_OPS, BatchedTwoViews, _apply_where, per_sample_uniforms
+from .transforms import MemoryBoost
 
 # torchvision's RandAugment augmentation space, in its order: (magnitudes of num_bins bins for an
 # image of height x width, or None; whether a magnitude takes a random sign).
@@ -48,6 +53,8 @@ AUGMENTATION_SPACE: dict[str, tuple[Callable[[int, int, int], torch.Tensor | Non
     "Equalize": (lambda bins, height, width: None, False),
 }
 OPS = tuple(AUGMENTATION_SPACE)
+COLOUR_OPS = {"Brightness": _JITTER_OPS["brightness"], "Color": _JITTER_OPS["saturation"],
+              "Contrast": _JITTER_OPS["contrast"]}  # fmt: skip
 DRAWS_PER_OP = 2  # which op, and the sign of its magnitude
 
 
@@ -92,30 +99,19 @@ def warp(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 
 def _geometric(name: str, images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
-    zeros, none = torch.zeros_like(magnitude, dtype=torch.float64), torch.zeros(len(magnitude), 2)
+    magnitude = magnitude.double()  # the matrices in float64, as torchvision's (Python floats)
+    zeros, none = torch.zeros_like(magnitude), magnitude.new_zeros(len(magnitude), 2)
     if name in ("ShearX", "ShearY"):
-        degrees = torch.rad2deg(torch.atan(magnitude.double()))
+        degrees = torch.rad2deg(torch.atan(magnitude))
         shear = torch.stack([degrees, zeros] if name == "ShearX" else [zeros, degrees], 1)
-        corner = torch.tensor([-0.5 * width, -0.5 * height]).expand(len(magnitude), 2)  # centre (0, 0)
+        corner = magnitude.new_tensor([-0.5 * width, -0.5 * height]).expand(len(magnitude), 2)  # (0, 0)
         return warp(images, inverse_affine_matrices(zeros, none, shear, corner))
     if name in ("TranslateX", "TranslateY"):
-        pixels = magnitude.double().trunc()  # torchvision's int(magnitude)
+        pixels = magnitude.trunc()  # torchvision's int(magnitude)
         translate = torch.stack([pixels, zeros] if name == "TranslateX" else [zeros, pixels], 1)
         return warp(images, inverse_affine_matrices(zeros, translate, none, none))
     # Rotate: torchvision's rotate builds its matrix with the angle negated.
-    return warp(images, inverse_affine_matrices(-magnitude.double(), none, none, none))
-
-
-def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    factor = factor.view(-1, 1, 1, 1)
-    return (factor * images + (1 - factor) * other).clamp_(0, 1)
-
-
-def _grayscale(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
-    weights = torch.tensor((0.2989, 0.587, 0.114), device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
+    return warp(images, inverse_affine_matrices(-magnitude, none, none, none))
 
 
 def _sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -142,16 +138,12 @@ def _solarize(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 def _op(name: str, images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """`name` applied to float images in [0, 1], (B, C, H, W), with per-sample magnitudes (B,) on the CPU."""
+    """`name` applied to float images in [0, 1], (B, C, H, W), with per-sample magnitudes (B,) beside them."""
     if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
-        return _geometric(name, images, magnitude)  # the matrices are built on the CPU, in float64
-    magnitude = magnitude.to(images.device, images.dtype)
-    if name == "Brightness":
-        return (images * (1.0 + magnitude).view(-1, 1, 1, 1)).clamp_(0, 1)
-    if name == "Color":
-        return _blend(images, _grayscale(images), 1.0 + magnitude)
-    if name == "Contrast":
-        return _blend(images, _grayscale(images).mean(dim=(1, 2, 3), keepdim=True), 1.0 + magnitude)
+        return _geometric(name, images, magnitude)
+    magnitude = magnitude.to(images.dtype)
+    if name in COLOUR_OPS:  # the batched colour jitter's ops, torchvision's definitions
+        return COLOUR_OPS[name](images, 1.0 + magnitude)
     if name == "Sharpness":
         return _sharpness(images, 1.0 + magnitude)
     if name == "Posterize":
@@ -174,6 +166,8 @@ def rand_augment(
         images: (B, C, H, W) float images in [0, 1] (not modified).
         magnitudes: (B,) integer magnitude bins in [0, num_magnitude_bins), on the CPU.
         draws: (B, 2 * num_ops) uniforms in [0, 1) on the CPU: per op, which op and its sign.
+            Rows and parameters are chosen on the CPU (`_apply_where`), so nothing waits on the
+            images' device.
         num_magnitude_bins: Bins of torchvision's magnitude tables (max magnitude + 1).
 
     Returns:
@@ -188,22 +182,21 @@ def rand_augment(
     if magnitudes.numel() and (magnitudes.min() < 0 or magnitudes.max() >= num_magnitude_bins):
         raise ValueError(f"magnitudes must lie in [0, {num_magnitude_bins}), got {magnitudes.tolist()}")
     height, width = images.shape[-2:]
+    tables = {name: (table(num_magnitude_bins, height, width), signed)
+              for name, (table, signed) in AUGMENTATION_SPACE.items()}  # fmt: skip
     boosted = magnitudes > 0
     out = images.clone()
     for slot in range(draws.shape[1] // DRAWS_PER_OP):
         op_ids = (draws[:, DRAWS_PER_OP * slot] * len(OPS)).long().clamp_(max=len(OPS) - 1)
         negative = draws[:, DRAWS_PER_OP * slot + 1] <= 0.5  # torchvision: rand() <= 0.5 flips the sign
         for op_id, name in enumerate(OPS):
-            rows = (boosted & (op_ids == op_id)).nonzero().squeeze(1)
-            if name == "Identity" or not len(rows):
+            if name == "Identity":
                 continue
-            table, signed = AUGMENTATION_SPACE[name]
-            values = table(num_magnitude_bins, height, width)
-            magnitude = torch.zeros(len(rows)) if values is None else values[magnitudes[rows]].float()
+            values, signed = tables[name]
+            magnitude = torch.zeros(len(out)) if values is None else values[magnitudes].float()
             if signed:
-                magnitude = torch.where(negative[rows], -magnitude, magnitude)
-            on_device = rows.to(out.device)
-            out[on_device] = _op(name, out[on_device], magnitude)
+                magnitude = torch.where(negative, -magnitude, magnitude)
+            _apply_where(out, boosted & (op_ids == op_id), partial(_op, name), magnitude)
     return out
 
 
@@ -214,4 +207,47 @@ def num_draws(num_ops: int) -> int:
     return DRAWS_PER_OP * num_ops
 
 
-__all__ = ["AUGMENTATION_SPACE", "OPS", "inverse_affine_matrices", "num_draws", "rand_augment", "warp"]
+class BatchedMemoryBoostedTwoViews(MemoryBoost, BatchedTwoViews):
+    """BCL's memory-boosted views of a whole batch: `BatchedTwoViews` after a per-sample RandAugment.
+
+    The batched counterpart of `MemoryBoostedTwoViewTransform`: a sample of strength s in [0, 1]
+    first gets `num_ops` RandAugment ops at magnitude round(s * max_magnitude)
+    (`gh_hf.data.batched_randaugment.rand_augment`: torchvision's augmentation space, per-sample
+    ops, signs and magnitudes), then the usual SSL view. A sample of strength 0 gets exactly the
+    view `BatchedTwoViews` makes. The ops and signs are drawn from (seed, epoch, index, view) like
+    every other parameter, so views stay independent of the batch, the process count and resumes.
+
+    Args:
+        image_size, in_chans, mean, std, recipe, seed, crop_min_scale: As `BatchedTwoViews`.
+        num_samples: Size of the training split (strengths are indexed by `index`).
+        num_ops: RandAugment ops per view (k).
+        max_magnitude: Magnitude of strength 1 (30 in BCL).
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_chans: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        num_samples: int,
+        recipe: str = "cifar",
+        seed: int = 0,
+        crop_min_scale: float | None = None,
+        num_ops: int = 2,
+        max_magnitude: int = 30,
+    ) -> None:
+        super().__init__(image_size, in_chans, mean, std, recipe, seed, crop_min_scale)
+        self.init_boost(num_samples, num_ops, max_magnitude)
+
+    def view(self, pixels: torch.Tensor, indices: torch.Tensor, view: int) -> torch.Tensor:
+        draws = per_sample_uniforms(self.seed, self.epoch, indices, view + 2, num_draws(self.num_ops))
+        boosted = rand_augment(pixels, self.magnitudes(indices), draws, self.max_magnitude + 1)
+        return super().view(boosted, indices, view)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, num_ops={self.num_ops}, max_magnitude={self.max_magnitude})"
+
+
+__all__ = ["AUGMENTATION_SPACE", "OPS", "BatchedMemoryBoostedTwoViews", "inverse_affine_matrices",
+           "num_draws", "rand_augment", "warp"]  # fmt: skip

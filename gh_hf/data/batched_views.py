@@ -27,8 +27,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from .batched_randaugment import num_draws, rand_augment
-from .transforms import MemoryBoost, _check_args, blur_kernel_size, recipe_crop_scale
+from .transforms import _check_args, blur_kernel_size, recipe_crop_scale
 
 _MASK32 = 0xFFFFFFFF
 # Odd multipliers below 2**31: a 32-bit value times one stays below 2**63 (no int64 overflow).
@@ -272,45 +271,3 @@ class BatchedTwoViews:
             f"{type(self).__name__}(image_size={self.image_size}, in_chans={self.in_chans}, "
             f"recipe={self.recipe!r}, seed={self.seed})"
         )
-
-
-class BatchedMemoryBoostedTwoViews(MemoryBoost, BatchedTwoViews):
-    """BCL's memory-boosted views of a whole batch: `BatchedTwoViews` after a per-sample RandAugment.
-
-    The batched counterpart of `MemoryBoostedTwoViewTransform`: a sample of strength s in [0, 1]
-    first gets `num_ops` RandAugment ops at magnitude round(s * max_magnitude)
-    (`gh_hf.data.batched_randaugment.rand_augment`: torchvision's augmentation space, per-sample
-    ops, signs and magnitudes), then the usual SSL view. A sample of strength 0 gets exactly the
-    view `BatchedTwoViews` makes. The ops and signs are drawn from (seed, epoch, index, view) like
-    every other parameter, so views stay independent of the batch, the process count and resumes.
-
-    Args:
-        image_size, in_chans, mean, std, recipe, seed, crop_min_scale: As `BatchedTwoViews`.
-        num_samples: Size of the training split (strengths are indexed by `index`).
-        num_ops: RandAugment ops per view (k).
-        max_magnitude: Magnitude of strength 1 (30 in BCL).
-    """
-
-    def __init__(
-        self,
-        image_size: int,
-        in_chans: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        num_samples: int,
-        recipe: str = "cifar",
-        seed: int = 0,
-        crop_min_scale: float | None = None,
-        num_ops: int = 2,
-        max_magnitude: int = 30,
-    ) -> None:
-        super().__init__(image_size, in_chans, mean, std, recipe, seed, crop_min_scale)
-        self.init_boost(num_samples, num_ops, max_magnitude)
-
-    def view(self, pixels: torch.Tensor, indices: torch.Tensor, view: int) -> torch.Tensor:
-        draws = per_sample_uniforms(self.seed, self.epoch, indices, view + 2, num_draws(self.num_ops))
-        boosted = rand_augment(pixels, self.magnitudes(indices), draws, self.max_magnitude + 1)
-        return super().view(boosted, indices, view)
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, num_ops={self.num_ops}, max_magnitude={self.max_magnitude})"
