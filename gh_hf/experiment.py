@@ -6,13 +6,15 @@ arms of the seed), so Few is not always the same three classes. Every arm of a s
 split, the data order, the views and the two-stage LR; within a pair, GH is the only difference.
 With `share_warmup` (the default) the arms of a seed that share a base (SimCLR, Focal, SDCLR or
 BCL) also share its GH warm-up. Every GH arm keeps its state when the warm-up ends
-(`--save_warmup_checkpoint`); an arm's source is the first GH arm of its base in ARMS order among
-this call's arms and the arms whose warm-up is already kept in the work folder. The sources run
-first; every other arm starts its second stage from its source's warm-up instead of training the
-same warm-up again (arms run side by side in separate processes can fork from a source that
-another process trains: results/gpu/run_gh_schedule.sh). GH adds nothing before its warm-up ends,
-so a fork is the run it replaces, bitwise on CPU (tests/test_pretrain_e2e.py), and the pair shares
-its warm-up exactly on any device; it saves (arms - 1) warm-ups per base and seed.
+(`--save_warmup_checkpoint`). An arm's source is the first GH arm of its base, in ARMS order, whose
+warm-up is already kept in the work folder (a kept warm-up is never trained again, whichever GH arm
+kept it: GH's prior is first used when the warm-up ends), else the first GH arm of its base among
+this call's arms. The sources run first; every other arm starts its second stage from its source's
+warm-up instead of training the same warm-up again (arms run side by side in separate processes
+can fork from a source that another process trains: results/gpu/run_gh_schedule.sh). GH adds
+nothing before its warm-up ends, so a fork is the run it replaces, bitwise on CPU
+(tests/test_pretrain_e2e.py), and the pair shares its warm-up exactly on any device; it saves
+(arms - 1) warm-ups per base and seed.
 Each finished run leaves `results_dir/runs/<arm>_seed<seed>/` (training log with the prior
 diagnostics, arguments, run facts, the benchmark's `results.json`), which `reuse` treats as done,
 so an interrupted experiment resumes where it stopped, also on another machine.
@@ -143,13 +145,9 @@ class Experiment:
             return {}
         sources = {}
         for arm in self.arms:
-            candidates = [
-                other
-                for other in ARMS
-                if uses_gh(other)
-                and base_of(other) == base_of(arm)
-                and (other in self.arms or warmup_checkpoint(ROOT / work_run_dir(self, other, seed)))
-            ]
+            siblings = [other for other in ARMS if uses_gh(other) and base_of(other) == base_of(arm)]
+            kept = [other for other in siblings if warmup_checkpoint(ROOT / work_run_dir(self, other, seed))]
+            candidates = kept + [other for other in siblings if other in self.arms]
             if candidates and candidates[0] != arm:
                 sources[arm] = candidates[0]
         return sources

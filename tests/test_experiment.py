@@ -56,6 +56,18 @@ def test_each_base_forks_its_arms_from_its_first_gh_arm(tmp_path):
     assert alone.warmup_sources(0) == {}
     (tmp_path / "work" / "simclr_gh_seed1" / "checkpoints" / "warmup").mkdir(parents=True)
     assert alone.warmup_sources(0) == {} and alone.warmup_sources(1) == {"simclr_gh_known": "simclr_gh"}
+    # A kept warm-up is never trained again, whichever GH arm of the base kept it (here the known-prior
+    # arm's): the estimated-prior arm forks from it too, and the sibling's own kept warm-up wins.
+    (tmp_path / "work" / "simclr_gh_known_seed2" / "checkpoints" / "warmup").mkdir(parents=True)
+    assert Experiment(arms=["simclr", "simclr_gh"], work_dir=work).warmup_sources(2) == {
+        "simclr": "simclr_gh_known",
+        "simclr_gh": "simclr_gh_known",
+    }
+    assert Experiment(arms=arms, work_dir=work).warmup_sources(1) == {
+        "simclr": "simclr_gh",
+        "simclr_gh_known": "simclr_gh",
+        "bcl": "bcl_gh",
+    }
 
 
 def test_summary_names_pairs_trained_on_different_hardware(tmp_path):
