@@ -427,8 +427,9 @@ def hardware_notes(experiment: Experiment, seeds: Sequence[int]) -> list[str]:
                 notes.append(f"- {label}, seed {seed}: {base} on {ours}, {with_gh} on {theirs}.")
     if not notes:
         return []
-    return ["Pairs trained on different hardware (their runs differ from the first step, so the pair "
-            "carries that noise too):", "", *notes, ""]  # fmt: skip
+    return ["Pairs whose run_info.json name different hardware (runs on two CPU models differ from "
+            "the first step, so such a pair carries that noise too; records made before run_info named "
+            "the CPU model give only the architecture):", "", *notes, ""]  # fmt: skip
 
 
 DIAGNOSTICS = (

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         "--share_warmup",
         choices=("true", "false"),
         default="true",
-        help="Arms of a seed and base start their second stage from the first GH arm's warm-up "
-        "checkpoint instead of training the same warm-up again (default: true; see gh_hf.experiment).",
+        help="Arms of a seed and base start their second stage from one GH arm's warm-up checkpoint "
+        "(a kept one first) instead of training the same warm-up again (default: true; see "
+        "gh_hf.experiment).",
     )
     parser.add_argument(
         "--summary_only",
