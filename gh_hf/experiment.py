@@ -29,7 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +280,8 @@ def benchmark(experiment: Experiment, encoder: str, counts: list[int], output_di
     command = [sys.executable, "scripts/benchmark.py", "--encoders", encoder,
                "--dataset", experiment.data_args.dataset, "--class_counts", ",".join(map(str, counts)),
                "--protocols", experiment.protocols,
-               "--linear_epochs", str(experiment.linear_epochs), "--output_dir", str(output_dir),
+               "--linear_epochs", str(experiment.linear_epochs), "--geometry", "true",
+               "--output_dir", str(output_dir),
                "--cache_dir", str(Path(experiment.work_dir) / "feature_cache")]  # fmt: skip
     experiment.run(command)
     return json.loads((ROOT / output_dir / "results.json").read_text())
@@ -347,39 +348,81 @@ def metric(report: dict[str, Any], protocol: str, key: str) -> float:
     return 100 * entry[protocol]["metrics"][key]
 
 
-def _mean_std(values: list[float], signed: bool = False) -> str:
+# A table column: (label, the value of one run's benchmark report, decimals).
+Column = tuple[str, Callable[[dict[str, Any]], float], int]
+# The class geometry's columns (gh_hf.evaluation.class_geometry; accuracy in %, cosines as they are).
+GEOMETRY_COLUMNS = (("NCM acc.", "overall", "centroid_accuracy"), ("NCM Few", "few", "centroid_accuracy"),
+                    ("nearest cos Many", "many", "neighbour_cosine"),
+                    ("nearest cos Medium", "medium", "neighbour_cosine"),
+                    ("nearest cos Few", "few", "neighbour_cosine"),
+                    ("concentration Few", "few", "concentration"))  # fmt: skip
+
+
+def protocol_columns(protocol: str) -> list[Column]:
+    """The accuracy columns (METRICS, in %) of one protocol."""
+    return [(label, lambda report, key=key: metric(report, protocol, key), 2) for label, key in METRICS]
+
+
+def geometry_columns() -> list[Column]:
+    """GEOMETRY_COLUMNS of a report benchmarked with `--geometry true`."""
+
+    def reader(group: str, key: str) -> Callable[[dict[str, Any]], float]:
+        scale = 100 if key == "centroid_accuracy" else 1
+
+        def read(report: dict[str, Any]) -> float:
+            (entry,) = report["geometry"].values()
+            return scale * entry[group][key]
+
+        return read
+
+    return [
+        (label, reader(group, key), 2 if key == "centroid_accuracy" else 3)
+        for label, group, key in GEOMETRY_COLUMNS
+    ]
+
+
+def _mean_std(values: list[float], signed: bool = False, decimals: int = 2) -> str:
     """ "mean ± sample std"; one value has no spread to show, so it stands alone."""
-    mean = f"{statistics.mean(values):{'+' if signed else ''}.2f}"
-    return f"{mean} ± {statistics.stdev(values):.2f}" if len(values) > 1 else mean
+    mean = f"{statistics.mean(values):{'+' if signed else ''}.{decimals}f}"
+    return f"{mean} ± {statistics.stdev(values):.{decimals}f}" if len(values) > 1 else mean
+
+
+def _header(title: str, columns: Sequence[Column]) -> list[str]:
+    return [f"| {title} | Seeds | " + " | ".join(label for label, _, _ in columns) + " |",
+            "|---|---:|" + "---:|" * len(columns)]  # fmt: skip
 
 
 def arm_table(
-    reports: dict[str, dict[str, Any]], arms: Sequence[str], seeds: Sequence[int], protocol: str
+    reports: dict[str, dict[str, Any]],
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    title: str,
+    columns: Sequence[Column],
 ) -> list[str]:
-    """Markdown rows: mean ± std over seeds per arm (and the pixel floor), for one protocol."""
-    lines = [f"| Arm ({protocol}) | Seeds | " + " | ".join(label for label, _ in METRICS) + " |",
-             "|---|---:|" + "---:|" * len(METRICS)]  # fmt: skip
+    """Markdown rows: mean ± std over seeds per arm (and the pixel floor) of each column."""
+    lines = _header(f"Arm ({title})", columns)
     for arm in [*arms, PIXELS]:
         runs = [reports[f"{arm}_seed{seed}"] for seed in seeds if f"{arm}_seed{seed}" in reports]
         if runs:
-            cells = [_mean_std([metric(run, protocol, key) for run in runs]) for _, key in METRICS]
+            cells = [
+                _mean_std([read(run) for run in runs], decimals=decimals) for _, read, decimals in columns
+            ]
             lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def paired_table(reports: dict[str, dict[str, Any]], seeds: Sequence[int], protocol: str) -> list[str]:
+def paired_table(
+    reports: dict[str, dict[str, Any]], seeds: Sequence[int], title: str, columns: Sequence[Column]
+) -> list[str]:
     """Markdown rows: GH minus its base, paired by seed, mean ± std over the seeds both finished."""
-    lines = [f"| Pair ({protocol}) | Seeds | " + " | ".join(label for label, _ in METRICS) + " |",
-             "|---|---:|" + "---:|" * len(METRICS)]  # fmt: skip
+    lines = _header(f"Pair ({title})", columns)
     for label, base, with_gh in PAIRS:
         pairs = [(reports[f"{base}_seed{s}"], reports[f"{with_gh}_seed{s}"]) for s in seeds
                  if f"{base}_seed{s}" in reports and f"{with_gh}_seed{s}" in reports]  # fmt: skip
         if pairs:
             cells = [
-                _mean_std(
-                    [metric(g, protocol, key) - metric(b, protocol, key) for b, g in pairs], signed=True
-                )
-                for _, key in METRICS
+                _mean_std([read(g) - read(b) for b, g in pairs], signed=True, decimals=decimals)
+                for _, read, decimals in columns
             ]
             lines.append(f"| {label} | {len(pairs)} | " + " | ".join(cells) + " |")
     return lines
@@ -391,17 +434,27 @@ def summarise(experiment: Experiment) -> str:
     seeds = sorted({int(name.rsplit("_seed", 1)[1]) for name in reports})
     arms = [arm for arm in ARMS if any(f"{arm}_seed{seed}" in reports for seed in seeds)]
     lines: list[str] = []
-    for protocol in experiment.protocols.split(","):
-        lines += [*arm_table(reports, arms, seeds, protocol), ""]
+    tables = [(protocol, protocol_columns(protocol)) for protocol in experiment.protocols.split(",")]
+    for title, columns in tables:
+        lines += [*arm_table(reports, arms, seeds, title, columns), ""]
     lines += [
         "mean ± sample standard deviation over seeds (one seed: its value), in %; pixels: flattened "
         "normalised images.",
         "",
     ]
-    for protocol in experiment.protocols.split(","):
-        lines += [*paired_table(reports, seeds, protocol), ""]
+    for title, columns in tables:
+        lines += [*paired_table(reports, seeds, title, columns), ""]
     lines += ["GH minus the same base without GH, paired by seed (same split, data order, views and LR), "
               "in points; Std: lower is more balanced.", ""]  # fmt: skip
+    with_geometry = {name: report for name, report in reports.items() if "geometry" in report}
+    if with_geometry:  # runs benchmarked before `--geometry` existed have none
+        columns = geometry_columns()
+        lines += [*arm_table(with_geometry, arms, seeds, "class geometry", columns), "",
+                  *paired_table(with_geometry, seeds, "class geometry", columns), "",
+                  "Class geometry of the backbone's L2-normalised features (gh_hf.evaluation.class_geometry, "
+                  "runs benchmarked with it): NCM, the nearest-class-mean accuracy in %; nearest cos, a "
+                  "class mean's largest cosine to another's (lower: more room); concentration, the length "
+                  "of a class's mean unit feature.", ""]  # fmt: skip
     lines += hardware_notes(experiment, seeds)
     run_dirs = {name: experiment.run_dir(name) for name in reports if not name.startswith(PIXELS)}
     lines += diagnostics_table(run_dirs)
@@ -478,6 +531,10 @@ def write_seed_reports(experiment: Experiment) -> None:
     for seed in sorted({int(name.rsplit("_seed", 1)[1]) for name in reports}):
         runs = [report for name, report in reports.items() if name.endswith(f"_seed{seed}")]
         merged = {**runs[0], "results": {key: value for run in runs for key, value in run["results"].items()}}
+        merged.pop("geometry", None)
+        geometry = {key: value for run in runs for key, value in run.get("geometry", {}).items()}
+        if geometry:  # the runs benchmarked with it (older runs have none)
+            merged["geometry"] = geometry
         write_outputs(merged, ROOT / experiment.results_dir / f"seed{seed}")
 
 

@@ -175,6 +175,44 @@ def test_benchmark_puts_the_pixel_row_in_table_and_figure(digits, tmp_path, monk
     assert set(drawn) == {"run", "pixels"} and drawn["pixels"] == pixels["metrics"]["per_class_accuracy"]
 
 
+def test_benchmark_geometry_comes_from_the_probes_features(digits, tmp_path, monkeypatch):
+    from gh_hf.evaluation import (
+        benchmark,
+        class_geometry,
+        encoder_features,
+        pixel_encoder,
+        protocols,
+        run_benchmark,
+    )
+
+    monkeypatch.setattr(benchmark, "plot_per_class_accuracy", lambda *_: None)
+    train, test = digits
+    counts = [140, 108, 83, 64, 50, 38, 30, 23, 18, 14]
+    expected = class_geometry(*encoder_features(pixel_encoder("digits", train), train, test), counts)
+    extracted = []
+    real_extract = protocols.extract_features
+    monkeypatch.setattr(
+        protocols,
+        "extract_features",
+        lambda *args, **kwargs: extracted.append(1) or real_extract(*args, **kwargs),
+    )
+    args = BenchmarkArguments(encoders=["pixels"], dataset="digits", class_counts=",".join(map(str, counts)),
+                              protocols="knn", geometry=True, output_dir=str(tmp_path / "bench"))  # fmt: skip
+    report = run_benchmark(args)
+    assert len(extracted) == 2  # train and test, once each, for the kNN and the geometry together
+    geometry = report["geometry"]["pixels"]
+    assert geometry == expected
+    # Pixel digits: well-separated classes, so the nearest class mean is nearly always right.
+    assert geometry["overall"]["centroid_accuracy"] > 0.85 and geometry["few"]["neighbour_cosine"] < 1
+    saved = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert saved["geometry"]["pixels"] == geometry  # floats round-trip through JSON exactly
+    rows = (tmp_path / "bench" / "results.md").read_text().splitlines()
+    (row,) = [row for row in rows if row.startswith("| pixels |") and row.count("|") > 10]
+    assert row.split(" | ")[1] == f"{100 * geometry['overall']['centroid_accuracy']:.2f}"
+    without = run_benchmark(BenchmarkArguments(**{**vars(args), "geometry": False}))
+    assert "geometry" not in without and without["results"] == report["results"]
+
+
 def _write_split(root: Path, name: str, dataset, per_class: list[int]) -> Path:
     """A "path label" split file of the first per_class[c] images of each class, saved as PNGs."""
     lines, taken = [], [0] * len(per_class)

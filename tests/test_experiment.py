@@ -89,6 +89,46 @@ def test_summary_names_pairs_trained_on_different_hardware(tmp_path):
     assert hardware_notes(experiment, [0]) == []
 
 
+def _report(accuracy: float, few_cosine: float | None) -> dict:
+    metrics = {
+        "accuracy": accuracy,
+        "many": accuracy,
+        "medium": accuracy,
+        "few": accuracy,
+        "per_class_std": 0.1,
+    }
+    report = {"results": {"encoder": {"knn": {"metrics": metrics}}}}
+    if few_cosine is not None:
+        groups = {"overall": 0.9, "many": 0.5, "medium": 0.6, "few": few_cosine}
+        entry = {group: {"centroid_accuracy": accuracy, "neighbour_cosine": value, "concentration": 0.7}
+                 for group, value in groups.items()}  # fmt: skip
+        report["geometry"] = {"encoder": entry}
+    return report
+
+
+def test_summary_pairs_the_class_geometry_of_the_runs_that_have_it(tmp_path):
+    from gh_hf.experiment import Experiment, summarise
+
+    experiment = Experiment(arms=["simclr", "simclr_gh"], results_dir=str(tmp_path), protocols="knn")
+    reports = {"simclr_seed0": _report(0.80, 0.90), "simclr_gh_seed0": _report(0.81, 0.85),
+               "simclr_seed1": _report(0.82, 0.88), "simclr_gh_seed1": _report(0.83, 0.80),
+               "simclr_seed2": _report(0.80, None), "simclr_gh_seed2": _report(0.84, None)}  # fmt: skip
+    for name, report in reports.items():
+        experiment.run_dir(name).mkdir(parents=True)
+        (experiment.run_dir(name) / "benchmark.json").write_text(json.dumps(report))
+    lines = summarise(experiment).splitlines()
+    # Accuracy pairs over all three seeds; geometry pairs over the two benchmarked with it.
+    (knn_pair,) = [line for line in lines if line.startswith("| SimCLR + GH (estimated prior) | 3 |")]
+    assert knn_pair.startswith("| SimCLR + GH (estimated prior) | 3 | +2.00 ± 1.73 |")  # 1, 1 and 4 points
+    (geometry_pair,) = [line for line in lines if line.startswith("| SimCLR + GH (estimated prior) | 2 |")]
+    cells = [cell.strip() for cell in geometry_pair.strip("|").split("|")]
+    assert cells[2:4] == ["+1.00 ± 0.00", "+1.00 ± 0.00"]  # NCM overall and Few, in points
+    assert cells[4:8] == ["+0.000 ± 0.000", "+0.000 ± 0.000", "-0.065 ± 0.021", "+0.000 ± 0.000"]
+    assert "| simclr | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 0.500 ± 0.000 | 0.600 ± 0.000 | 0.890 ± 0.014 |" in (
+        "\n".join(lines)
+    )
+
+
 @pytest.mark.slow
 def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     # --runs_only (arms side by side in separate processes): the arms' runs, nothing shared
@@ -121,6 +161,14 @@ def test_experiment_keeps_runs_summarises_pairs_and_resumes(tmp_path):
     for row in ("| simclr | 1 |", "| simclr_gh_known | 1 |", "| pixels | 1 |",
                 "| SimCLR + GH (known prior) | 1 |", "| simclr_gh_known_seed0 |"):  # fmt: skip
         assert row in summary, summary
+    # Every run is benchmarked with its class geometry too: one more arm table and pair table.
+    assert "| Arm (class geometry) | Seeds |" in summary and "| Pair (class geometry) | Seeds |" in summary
+    assert summary.count("| SimCLR + GH (known prior) | 1 |") == 3  # knn, linear, geometry
+    seed_report = json.loads((tmp_path / "results" / "seed0" / "results.json").read_text())
+    assert (
+        len(seed_report["geometry"]) == 3
+        and "nearest cos Few" in (tmp_path / "results" / "seed0" / "results.md").read_text()
+    )
     assert (tmp_path / "results" / "seed0" / "per_class_accuracy.png").exists()
     commands = (tmp_path / "results" / "commands.md").read_text()
     assert commands.count("scripts/pretrain.py") == 2 and commands.count("scripts/benchmark.py") == 3

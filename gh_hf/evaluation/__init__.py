@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gh_hf.evaluation.benchmark import BenchmarkArguments, pixel_encoder, run_benchmark, write_outputs
+from gh_hf.evaluation.class_geometry import GEOMETRY_KEYS, class_geometry
 from gh_hf.evaluation.features import (
     PIXELS,
     PixelConfig,
@@ -30,18 +31,21 @@ from gh_hf.evaluation.monitor import KNNMonitor
 from gh_hf.evaluation.protocols import (
     PROTOCOLS,
     ProtocolSettings,
+    encoder_features,
     eval_transform_for,
     evaluate_encoder,
+    evaluate_features,
     few_shot_rows,
     parse_protocols,
     run_protocol,
 )
-from gh_hf.evaluation.report import markdown_table, plot_per_class_accuracy
+from gh_hf.evaluation.report import geometry_table, markdown_table, plot_per_class_accuracy
 
 METRIC_PATH = str(Path(__file__).resolve().parent / "long_tailed_accuracy")
 
 __all__ = [
     "FEATURE_NORMS",
+    "GEOMETRY_KEYS",
     "GROUPINGS",
     "METRIC_PATH",
     "PIXELS",
@@ -53,12 +57,16 @@ __all__ = [
     "PixelConfig",
     "PixelEncoder",
     "ProtocolSettings",
+    "class_geometry",
     "class_groups",
+    "encoder_features",
     "encoder_of",
     "eval_transform_for",
     "evaluate_encoder",
+    "evaluate_features",
     "extract_features",
     "few_shot_rows",
+    "geometry_table",
     "knn_predict",
     "knn_scores",
     "linear_probe",

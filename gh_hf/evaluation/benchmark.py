@@ -11,10 +11,17 @@ from typing import Any
 from datasets import ClassLabel, Dataset
 from torch import nn
 
+from gh_hf.evaluation.class_geometry import class_geometry
 from gh_hf.evaluation.features import PIXELS, PixelEncoder
 from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import GROUPINGS, class_groups
-from gh_hf.evaluation.protocols import ProtocolSettings, evaluate_encoder, parse_protocols
-from gh_hf.evaluation.report import display_names, markdown_table, plot_per_class_accuracy, write_json
+from gh_hf.evaluation.protocols import ProtocolSettings, encoder_features, evaluate_features, parse_protocols
+from gh_hf.evaluation.report import (
+    display_names,
+    geometry_table,
+    markdown_table,
+    plot_per_class_accuracy,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,13 @@ class BenchmarkArguments:
     batch_size: int = field(default=256, metadata={"help": "Images per forward pass (per process)."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
     cache_dir: str | None = field(default=None, metadata={"help": "Feature cache folder."})
+    geometry: bool = field(
+        default=False,
+        metadata={
+            "help": "Also measure each encoder's class geometry (gh_hf.evaluation.class_geometry: "
+            "nearest-class cosine, concentration and nearest-class-mean accuracy per Many / Medium / Few)."
+        },
+    )
     pixels_image_size: int | None = field(
         default=None,
         metadata={"help": "Eval image size of the 'pixels' row (default: the size of the dataset's images)."},
@@ -230,25 +244,30 @@ def _load_encoder(encoder: str, args: BenchmarkArguments, train: Dataset, device
     return AutoModel.from_pretrained(encoder).to(device)
 
 
-def _evaluate_one(encoder: str, args: BenchmarkArguments, data: dict[str, Any], accelerator: Any) -> dict:
+def _evaluate_one(
+    encoder: str, args: BenchmarkArguments, data: dict[str, Any], accelerator: Any
+) -> tuple[dict, dict | None]:
+    """(the encoder's protocol results, its class geometry or None), from one feature extraction."""
     model = _load_encoder(encoder, args, data["train"], accelerator.device)
-    metrics = evaluate_encoder(
-        model,
-        data["train"],
-        data["test"],
-        data["class_counts"],
-        protocols=args.protocols,
-        grouping=args.grouping,
-        settings=args.probe_settings(),
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        accelerator=accelerator,
-        cache_dir=args.cache_dir,
+    train, test = encoder_features(
+        model, data["train"], data["test"], args.batch_size, args.num_workers, accelerator, args.cache_dir
     )
     settings = args.probe_settings()
-    return {
+    metrics = evaluate_features(
+        train,
+        test,
+        data["train"],
+        data["class_counts"],
+        args.protocols,
+        args.grouping,
+        settings,
+        accelerator.device,
+    )
+    results = {
         name: {"metrics": values, "settings": settings.for_protocol(name)} for name, values in metrics.items()
     }
+    geometry = class_geometry(train, test, data["class_counts"], args.grouping) if args.geometry else None
+    return results, geometry
 
 
 def write_outputs(report: dict[str, Any], output_dir: str | Path) -> str:
@@ -257,6 +276,8 @@ def write_outputs(report: dict[str, Any], output_dir: str | Path) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(report, output_dir / "results.json")
     table = markdown_table(report["results"])
+    if "geometry" in report:
+        table += "\n" + geometry_table(report["geometry"])
     (output_dir / "results.md").write_text(table)
     main = report["main_protocol"]
     names = display_names(list(report["results"]))
@@ -279,7 +300,8 @@ def run_benchmark(args: BenchmarkArguments, accelerator: Any | None = None) -> d
 
     Returns:
         The report written to results.json: {"dataset", "protocols", "main_protocol", "results":
-        {encoder: {protocol: {"metrics", "settings"}}}} (NaN where results.json has null).
+        {encoder: {protocol: {"metrics", "settings"}}}, and with `geometry` "geometry": {encoder:
+        `class_geometry`'s dict}} (NaN where results.json has null).
     """
     from accelerate import Accelerator
 
@@ -305,14 +327,16 @@ def run_benchmark(args: BenchmarkArguments, accelerator: Any | None = None) -> d
         "test": _subsample(test, args.max_test_samples, args.seed),
         "class_counts": class_counts,
     }
-    results = {encoder: _evaluate_one(encoder, args, data, accelerator) for encoder in args.encoders}
+    evaluated = {encoder: _evaluate_one(encoder, args, data, accelerator) for encoder in args.encoders}
     report = {
         "dataset": _dataset_info(args, data["train"], data["test"], class_counts),
         "protocols": protocols,
         "main_protocol": protocols[0],
         "arguments": asdict(args),
-        "results": results,
+        "results": {encoder: results for encoder, (results, _) in evaluated.items()},
     }
+    if args.geometry:
+        report["geometry"] = {encoder: geometry for encoder, (_, geometry) in evaluated.items()}
     if accelerator.is_main_process:
         print(write_outputs(report, args.output_dir))
     accelerator.wait_for_everyone()

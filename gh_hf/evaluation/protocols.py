@@ -195,22 +195,66 @@ def evaluate_encoder(
     Returns:
         {protocol: the metric dict of `long_tailed_accuracy`}.
     """
-    from gh_hf.data import with_eval_transform
-
     names = parse_protocols(protocols)
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
-    settings = settings or ProtocolSettings()
-    device = device or (accelerator.device if accelerator is not None else None)
+    train, test = encoder_features(
+        model, train_dataset, test_dataset, batch_size, num_workers, accelerator, cache_dir
+    )
+    return evaluate_features(
+        train,
+        test,
+        train_dataset,
+        class_counts,
+        names,
+        grouping,
+        settings,
+        device or (accelerator.device if accelerator is not None else None),
+    )
+
+
+def encoder_features(
+    model: nn.Module,
+    train_dataset: Dataset,
+    test_dataset: Dataset,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    accelerator: Any | None = None,
+    cache_dir: str | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((train features, labels), (test features, labels)) under the encoder's eval transform.
+
+    The arguments are `evaluate_encoder`'s; with `cache_dir` the features are cached per model,
+    data and transform, so the probes and `class_geometry` of one encoder extract them once.
+    """
+    from gh_hf.data import with_eval_transform
+
     transform, transform_settings = eval_transform_for(model)
     extract = {"batch_size": batch_size, "num_workers": num_workers, "accelerator": accelerator}
     key = json.dumps(transform_settings, sort_keys=True)
-    train = extract_features(
-        model, with_eval_transform(train_dataset, transform), **extract, cache_dir=cache_dir, cache_key=key
+    return tuple(  # type: ignore[return-value]
+        extract_features(
+            model, with_eval_transform(data, transform), **extract, cache_dir=cache_dir, cache_key=key
+        )
+        for data in (train_dataset, test_dataset)
     )
-    test_features, test_labels = extract_features(
-        model, with_eval_transform(test_dataset, transform), **extract, cache_dir=cache_dir, cache_key=key
-    )
+
+
+def evaluate_features(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    train_dataset: Dataset,
+    class_counts: Sequence[int],
+    protocols: str | Sequence[str] = ("linear", "knn"),
+    grouping: str = "thirds",
+    settings: ProtocolSettings | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`evaluate_encoder` on features already extracted (`encoder_features`); `train_dataset`
+    gives the few-shot subsets' rows."""
+    names = parse_protocols(protocols)
+    settings = settings or ProtocolSettings()
+    test_features, test_labels = test
     results = {}
     for name in names:
         shots = few_shot_count(name)

@@ -72,6 +72,33 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GEOMETRY_COLUMNS = (
+    ("NCM acc.", "centroid_accuracy", "overall"),
+    *((f"NCM {group.title()}", "centroid_accuracy", group) for group in ("many", "medium", "few")),
+    *((f"nearest cos {group.title()}", "neighbour_cosine", group) for group in ("many", "medium", "few")),
+    *((f"concentration {group.title()}", "concentration", group) for group in ("many", "medium", "few")),
+)
+
+
+def geometry_table(geometry: dict[str, dict[str, Any]]) -> str:
+    """One row per encoder of `class_geometry`'s group means: nearest-class-mean accuracy in percent,
+    nearest-class cosine and concentration as they are (see gh_hf.evaluation.class_geometry)."""
+    header = ["Encoder (class geometry)", *(title for title, _, _ in GEOMETRY_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(GEOMETRY_COLUMNS)]
+    names = display_names(list(geometry))
+    for encoder, report in geometry.items():
+        cells = [
+            percent(report[group][key]) if key == "centroid_accuracy" else _plain(report[group][key])
+            for _, key, group in GEOMETRY_COLUMNS
+        ]
+        lines.append("| " + " | ".join([names[encoder], *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def _minor_tick_label(value: float, _position: int) -> str:
     # Plain numbers on the 2x and 5x minor ticks of the log axis, nothing on the others.
     return f"{value:g}" if f"{value:e}"[0] in "25" else ""
