@@ -350,12 +350,6 @@ def metric(report: dict[str, Any], protocol: str, key: str) -> float:
 
 # A table column: (label, the value of one run's benchmark report, decimals).
 Column = tuple[str, Callable[[dict[str, Any]], float], int]
-# The class geometry's columns (gh_hf.evaluation.class_geometry; accuracy in %, cosines as they are).
-GEOMETRY_COLUMNS = (("NCM acc.", "overall", "centroid_accuracy"), ("NCM Few", "few", "centroid_accuracy"),
-                    ("nearest cos Many", "many", "neighbour_cosine"),
-                    ("nearest cos Medium", "medium", "neighbour_cosine"),
-                    ("nearest cos Few", "few", "neighbour_cosine"),
-                    ("concentration Few", "few", "concentration"))  # fmt: skip
 
 
 def protocol_columns(protocol: str) -> list[Column]:
@@ -364,9 +358,11 @@ def protocol_columns(protocol: str) -> list[Column]:
 
 
 def geometry_columns() -> list[Column]:
-    """GEOMETRY_COLUMNS of a report benchmarked with `--geometry true`."""
+    """The benchmark's class-geometry columns (gh_hf.evaluation.report.GEOMETRY_COLUMNS) of a report
+    benchmarked with `--geometry true`: accuracy in %, cosines and lengths as they are."""
+    from gh_hf.evaluation.report import GEOMETRY_COLUMNS
 
-    def reader(group: str, key: str) -> Callable[[dict[str, Any]], float]:
+    def reader(key: str, group: str) -> Callable[[dict[str, Any]], float]:
         scale = 100 if key == "centroid_accuracy" else 1
 
         def read(report: dict[str, Any]) -> float:
@@ -376,8 +372,8 @@ def geometry_columns() -> list[Column]:
         return read
 
     return [
-        (label, reader(group, key), 2 if key == "centroid_accuracy" else 3)
-        for label, group, key in GEOMETRY_COLUMNS
+        (label, reader(key, group), 2 if key == "centroid_accuracy" else 3)
+        for label, key, group in GEOMETRY_COLUMNS
     ]
 
 
