@@ -357,24 +357,22 @@ def protocol_columns(protocol: str) -> list[Column]:
     return [(label, lambda report, key=key: metric(report, protocol, key), 2) for label, key in METRICS]
 
 
+def geometry_metric(report: dict[str, Any], group: str, key: str) -> float:
+    """One group mean of a report's `class_geometry` (accuracy in %, the others as they are)."""
+    (entry,) = report["geometry"].values()
+    return (100 if key == "centroid_accuracy" else 1) * entry[group][key]
+
+
 def geometry_columns() -> list[Column]:
     """The benchmark's class-geometry columns (gh_hf.evaluation.report.GEOMETRY_COLUMNS) of a report
-    benchmarked with `--geometry true`: accuracy in %, cosines and lengths as they are."""
+    benchmarked with `--geometry true`."""
     from gh_hf.evaluation.report import GEOMETRY_COLUMNS
 
-    def reader(key: str, group: str) -> Callable[[dict[str, Any]], float]:
-        scale = 100 if key == "centroid_accuracy" else 1
-
-        def read(report: dict[str, Any]) -> float:
-            (entry,) = report["geometry"].values()
-            return scale * entry[group][key]
-
-        return read
-
     return [
-        (label, reader(key, group), 2 if key == "centroid_accuracy" else 3)
+        (label, lambda report, key=key, group=group: geometry_metric(report, group, key),
+         2 if key == "centroid_accuracy" else 3)
         for label, key, group in GEOMETRY_COLUMNS
-    ]
+    ]  # fmt: skip
 
 
 def _mean_std(values: list[float], signed: bool = False, decimals: int = 2) -> str:

@@ -53,5 +53,16 @@ def test_bad_labels_are_refused_naming_what_is_wrong():
     features = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"classes \[3\] have no train features"):
         class_geometry((features, torch.tensor([0, 1, 2, 2])), (features, torch.tensor([0, 1, 2, 3])), COUNTS)
-    with pytest.raises(ValueError, match=r"test labels must lie in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"test labels must be class ids in \[0, 4\).*got \[4\]"):
         class_geometry((features, torch.tensor([0, 1, 2, 3])), (features, torch.tensor([0, 1, 2, 4])), COUNTS)
+
+
+def test_a_class_absent_from_the_test_set_is_left_out_of_the_means_as_in_the_metric():
+    e = torch.eye(4)
+    train, train_labels = e.clone(), torch.arange(4)
+    test, test_labels = e[:3], torch.arange(3)  # class 3 (Few) has no test image
+    report = class_geometry((train, train_labels), (test, test_labels), COUNTS)
+    assert math.isnan(report["per_class"]["centroid_accuracy"][3])
+    assert math.isnan(report["few"]["centroid_accuracy"])  # Few is class 3 alone
+    assert report["overall"]["centroid_accuracy"] == 1.0  # the three classes present, all right
+    assert report["few"]["neighbour_cosine"] == pytest.approx(0.0)  # train-side figures still count

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gh_hf.evaluation.benchmark import BenchmarkArguments, pixel_encoder, run_benchmark, write_outputs
-from gh_hf.evaluation.class_geometry import GEOMETRY_KEYS, class_geometry
+from gh_hf.evaluation.class_geometry import class_geometry, class_means
 from gh_hf.evaluation.features import (
     PIXELS,
     PixelConfig,
@@ -45,7 +45,6 @@ METRIC_PATH = str(Path(__file__).resolve().parent / "long_tailed_accuracy")
 
 __all__ = [
     "FEATURE_NORMS",
-    "GEOMETRY_KEYS",
     "GROUPINGS",
     "METRIC_PATH",
     "PIXELS",
@@ -59,6 +58,7 @@ __all__ = [
     "ProtocolSettings",
     "class_geometry",
     "class_groups",
+    "class_means",
     "encoder_features",
     "encoder_of",
     "eval_transform_for",

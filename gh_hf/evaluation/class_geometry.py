@@ -16,9 +16,28 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import class_groups
+from gh_hf.evaluation.long_tailed_accuracy.long_tailed_accuracy import (
+    _check_labels,
+    _nanmean,
+    class_groups,
+    per_class_accuracy,
+)
 
-GEOMETRY_KEYS = ("centroid_accuracy", "neighbour_cosine", "concentration")
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, F) float64: each class's mean L2-normalised feature (its length is the concentration).
+
+    Raises:
+        ValueError: a label outside [0, C), or a class without features.
+    """
+    _check_labels("train labels", labels.numpy(), num_classes)
+    sizes = torch.bincount(labels, minlength=num_classes)
+    if bool((sizes == 0).any()):
+        missing = torch.nonzero(sizes == 0).flatten().tolist()
+        raise ValueError(f"classes {missing} have no train features; every class needs at least one")
+    unit = F.normalize(features.double(), dim=1)  # (N, F)
+    sums = torch.zeros(num_classes, unit.shape[1], dtype=unit.dtype).index_add_(0, labels, unit)
+    return sums / sizes.unsqueeze(1)
 
 
 def class_geometry(
@@ -29,14 +48,15 @@ def class_geometry(
 ) -> dict[str, Any]:
     """Per-class geometry of frozen features, and its mean over Many / Medium / Few.
 
-    On L2-normalised features, with m_c the normalised mean of class c's train features:
+    On L2-normalised features, with m_c the normalised mean of class c's train features
+    (`class_means`):
 
     - `neighbour_cosine[c]` = max over c' != c of <m_c, m_c'>: how close the nearest other class
       sits (1: on top of it; GH should lower it for the tail);
     - `concentration[c]` = |mean of c's unit train features|: 1 when the class is one point,
       near 0 when it covers the sphere;
     - `centroid_accuracy[c]`: the share of c's test images whose most similar m is m_c (the
-      nearest-class-mean classifier, a probe with no parameters to fit).
+      nearest-class-mean classifier, a probe with no parameters to fit; `per_class_accuracy`).
 
     Args:
         train: (features (N, F), labels (N,)) of the balanced labelled train set; every class
@@ -48,7 +68,9 @@ def class_geometry(
 
     Returns:
         {"per_class": {key: [C floats]}, "overall" / "many" / "medium" / "few": {key: mean over
-        the group's classes (NaN for an empty group)}} for the keys of GEOMETRY_KEYS.
+        the group's classes}} for `centroid_accuracy`, `neighbour_cosine` and `concentration`; as
+        in `long_tailed_accuracy`, a class absent from the test set (NaN accuracy) is left out of
+        the means and an empty group gives NaN.
 
     Raises:
         ValueError: a class without train images, or a label outside [0, C).
@@ -56,36 +78,18 @@ def class_geometry(
     num_classes = len(class_counts)
     groups = class_groups(class_counts, grouping)
     (train_features, train_labels), (test_features, test_labels) = train, test
-    for name, labels in (("train", train_labels), ("test", test_labels)):
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"{name} labels must lie in [0, {num_classes}) (len(class_counts)); got "
-                f"[{int(labels.min())}, {int(labels.max())}]"
-            )
-    sizes = torch.bincount(train_labels, minlength=num_classes)
-    if bool((sizes == 0).any()):
-        missing = torch.nonzero(sizes == 0).flatten().tolist()
-        raise ValueError(f"classes {missing} have no train features; every class needs at least one")
-    unit = F.normalize(train_features.double(), dim=1)  # (N, F)
-    sums = torch.zeros(num_classes, unit.shape[1], dtype=unit.dtype).index_add_(0, train_labels, unit)
-    means = sums / sizes.unsqueeze(1)  # (C, F): each class's mean unit feature
+    _check_labels("test labels", test_labels.numpy(), num_classes)
+    means = class_means(train_features, train_labels, num_classes)  # (C, F)
     directions = F.normalize(means, dim=1)  # (C, F): m_c
     cosines = directions @ directions.T  # (C, C)
     cosines.fill_diagonal_(float("-inf"))
     nearest = (F.normalize(test_features.double(), dim=1) @ directions.T).argmax(dim=1)  # (M,)
-    correct = torch.zeros(num_classes, dtype=torch.float64).index_add_(
-        0, test_labels, (nearest == test_labels).double()
-    )
-    test_sizes = torch.bincount(test_labels, minlength=num_classes).double()
     per_class = {
-        "centroid_accuracy": (correct / test_sizes).tolist(),  # NaN for a class absent from test
-        "neighbour_cosine": cosines.max(dim=1).values.tolist(),
-        "concentration": means.norm(dim=1).tolist(),
+        "centroid_accuracy": per_class_accuracy(nearest.numpy(), test_labels.numpy(), num_classes),
+        "neighbour_cosine": cosines.max(dim=1).values.numpy(),
+        "concentration": means.norm(dim=1).numpy(),
     }
-    report: dict[str, Any] = {"per_class": per_class}
+    report: dict[str, Any] = {"per_class": {key: values.tolist() for key, values in per_class.items()}}
     for group, classes in {"overall": list(range(num_classes)), **groups}.items():
-        report[group] = {
-            key: float(torch.tensor([values[c] for c in classes], dtype=torch.float64).mean())
-            for key, values in per_class.items()
-        }
+        report[group] = {key: _nanmean(values[classes]) for key, values in per_class.items()}
     return report

@@ -23,20 +23,15 @@ from transformers import AutoModel
 
 import gh_hf  # noqa: F401  (registers GHModel)
 from gh_hf.data import load_image_dataset
-from gh_hf.evaluation import encoder_features
+from gh_hf.evaluation import class_means, encoder_features
 
 HERE = Path(__file__).resolve().parent
 
 
-def class_mean_cosines(encoder: str, cache_dir: str) -> torch.Tensor:
+def class_mean_cosines(encoder: str, data: tuple, cache_dir: str) -> torch.Tensor:
     """(C, C) cosines between the class means of the encoder's unit train features."""
-    train, test = (load_image_dataset("fashion_mnist", split=split) for split in ("train", "test"))
-    (features, labels), _ = encoder_features(
-        AutoModel.from_pretrained(encoder), train, test, cache_dir=cache_dir
-    )
-    unit = F.normalize(features.double(), dim=1)
-    means = torch.zeros(int(labels.max()) + 1, unit.shape[1], dtype=unit.dtype).index_add_(0, labels, unit)
-    directions = F.normalize(means, dim=1)
+    (features, labels), _ = encoder_features(AutoModel.from_pretrained(encoder), *data, cache_dir=cache_dir)
+    directions = F.normalize(class_means(features, labels, int(labels.max()) + 1), dim=1)
     return directions @ directions.T
 
 
@@ -47,13 +42,14 @@ def main() -> None:
     args = parser.parse_args()
     investigation = json.loads(Path(args.investigation).read_text())
     cache = f"{args.runs_dir}/feature_cache"
-    base = class_mean_cosines(f"{args.runs_dir}/simclr_seed0/encoder", cache)
+    data = tuple(load_image_dataset("fashion_mnist", split=split) for split in ("train", "test"))
+    base = class_mean_cosines(f"{args.runs_dir}/simclr_seed0/encoder", data, cache)
     for name, report in investigation.items():
         if "_gh" not in name:
             continue
         table = torch.tensor(report["images_per_class_and_anchor"])  # (C, K)
         main_anchor = table.argmax(dim=1)
-        change = class_mean_cosines(f"{args.runs_dir}/{name}/encoder", cache) - base
+        change = class_mean_cosines(f"{args.runs_dir}/{name}/encoder", data, cache) - base
         shared, other = [], []
         for a in range(len(main_anchor)):
             for b in range(a + 1, len(main_anchor)):
