@@ -304,6 +304,14 @@ class PretrainingArguments:
         default=1, metadata={"help": "Save a checkpoint every N epochs (0: off)."}
     )
     save_total_limit: int = field(default=2, metadata={"help": "Keep the last k checkpoints."})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A saved encoder (folder or Hub id, e.g. another run's output_dir/encoder) whose "
+            "backbone weights this run starts from; projector, anchors, prior, optimizer and schedule "
+            "start fresh. Its backbone must match --backbone/--backbone_kwargs/--in_chans."
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={

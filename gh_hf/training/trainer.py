@@ -39,6 +39,7 @@ from gh_hf.training.data import (
 )
 from gh_hf.training.export import export_encoder
 from gh_hf.training.fork import begin_log, check_fork, fork_source
+from gh_hf.training.init_weights import check_init_source, load_init_encoder
 from gh_hf.training.prior import (
     BankMomenta,
     bank_counts,
@@ -121,6 +122,8 @@ class Pretrainer:
         # "estimated", "uniform" or the known frequencies; a bad --class_prior file fails here too
         self.prior_source = resolve_class_prior(args.class_prior, self.config.num_anchors)
         self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if args.init_from is not None and self.resume_path is None:  # a resume carries the weights
+            check_init_source(args.init_from, self.config)  # a missing or mismatched encoder fails here
         if args.push_to_hub:
             check_can_push(args.hub_model_id)  # no token / offline: fail now, not after training
         monitor_on = args.knn_at_end or args.knn_every_epochs > 0
@@ -154,6 +157,9 @@ class Pretrainer:
             self.train_dataset = load_long_tailed_train(self.data_args, args.seed)
         loader, self.two_views = build_train_loader(self.train_dataset, self.data_args, self.config, args)
         model = GHForPreTraining(self.config)
+        if self.args.init_from is not None and self.resume_path is None:
+            load_init_encoder(model, self.args.init_from)
+            accelerator.print(f"Backbone initialised from {self.args.init_from}.")
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = apply_speed_options(model, compile=args.compile, channels_last=args.channels_last)
