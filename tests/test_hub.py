@@ -193,6 +193,17 @@ def test_card_without_results_has_metadata_and_no_accuracy(encoder_dir):
     assert f'model="{encoder_dir}"' in text
 
 
+def test_card_names_the_encoder_a_run_started_from(encoder_dir, tmp_path):
+    assert "Started from" not in ModelCard.load(encoder_dir / "README.md").text
+    folder = tmp_path / "continued"
+    shutil.copytree(encoder_dir, folder)
+    args = json.loads((folder / "training_args.json").read_text())
+    args["training"]["init_from"] = "outputs/simclr/encoder"
+    (folder / "training_args.json").write_text(json.dumps(args))
+    text = render_model_card(folder).text
+    assert "| Started from | the backbone of `outputs/simclr/encoder` (projector and GH head new) |" in text
+
+
 def test_card_without_run_records_claims_nothing(encoder_dir, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

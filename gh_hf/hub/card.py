@@ -232,8 +232,11 @@ def _hyperparameter_rows(
     length = _epochs(training["num_epochs"])
     if training.get("max_steps", -1) > 0:
         length += f", stopped at {training['max_steps']} optimizer steps"
-    rows = [
-        ("Objective", _objective(config)),
+    rows = [("Objective", _objective(config))]
+    if training.get("init_from"):  # --init_from: the backbone continued a saved encoder
+        started = f"the backbone of `{training['init_from']}` (projector and GH head new)"
+        rows.append(("Started from", started))
+    rows += [
         ("Length", length),
         ("Batch", batch),
         ("Optimizer", f"SGD, momentum {training['momentum']}, weight decay {training['weight_decay']}"),
