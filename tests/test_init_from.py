@@ -49,9 +49,10 @@ def test_the_backbone_starts_from_the_encoder_and_the_head_from_its_initialisati
     if ssl_method == "sdclr":  # the pruned branch is rebuilt from the loaded dense BatchNorms
         pruned = model.pruned
         assert pruned is not None
-        copies = {key: norm.running_mean for key, norm in pruned.norms.items()}
-        assert copies and any(torch.equal(mean, source.state_dict()["backbone.bn1.running_mean"])
-                              for mean in copies.values())  # fmt: skip
+        for name, tensor in source.backbone.bn1.state_dict().items():  # the stem's BatchNorm, copied
+            torch.testing.assert_close(pruned.norms["encoder__backbone__bn1"].state_dict()[name], tensor,
+                                       rtol=0, atol=0)  # fmt: skip
+        assert all(bool((pruned.mask(name) == 1).all()) for name in pruned.weight_names)  # masks of ones
     assert json.loads((tmp_path / "run" / "training_args.json").read_text())["training"]["init_from"] == str(
         tmp_path / "encoder"
     )

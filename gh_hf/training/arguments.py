@@ -309,7 +309,7 @@ class PretrainingArguments:
         metadata={
             "help": "A saved encoder (folder or Hub id, e.g. another run's output_dir/encoder) whose "
             "backbone weights this run starts from; projector, anchors, prior, optimizer and schedule "
-            "start fresh. Its backbone must match --backbone/--backbone_kwargs/--in_chans."
+            "start fresh. Its backbone must match --backbone/--backbone_kwargs/--in_chans/--small_input_stem."
         },
     )
     resume_from_checkpoint: str | None = field(

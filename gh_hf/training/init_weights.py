@@ -7,10 +7,6 @@ SSL encoder with GH on long-tailed data, or give GH a longer SSL warm-up than on
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from gh_hf.configuration_gh import GHConfig
 from gh_hf.modeling_gh import GHModel
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
@@ -25,21 +21,20 @@ def _invalid(source: str, reason: str) -> ValueError:
     return ValueError(f"--init_from={source!r} is invalid (training): {reason}.")
 
 
-def check_init_source(source: str, config: GHConfig, **hub_kwargs: Any) -> GHConfig:
+def check_init_source(source: str, config: GHConfig) -> GHConfig:
     """The config of the encoder at `source`, checked against the run's `config`.
 
     Args:
         source: what `AutoModel.from_pretrained` takes: a local encoder folder (e.g. another run's
             `output_dir/encoder`) or a Hub repo id.
         config: the run's model config.
-        hub_kwargs: passed to `GHConfig.from_pretrained` (e.g. `revision`).
 
     Raises:
         ValueError: naming the source and why: no GH config there, or the architecture fields in
             which it differs from the run ("name: value there, value here").
     """
     try:
-        values, _ = GHConfig.get_config_dict(source, **hub_kwargs)
+        values, _ = GHConfig.get_config_dict(source)
     except (OSError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _invalid(source, f"no encoder could be loaded from it ({reason})") from None
@@ -62,15 +57,13 @@ def check_init_source(source: str, config: GHConfig, **hub_kwargs: Any) -> GHCon
     return source_config
 
 
-def load_init_encoder(model: GHForPreTraining, source: str, **hub_kwargs: Any) -> None:
+def load_init_encoder(model: GHForPreTraining, source: str) -> None:
     """Copies the backbone weights of the encoder at `source` into `model.encoder` (strictly).
 
     SDCLR's pruned branch is rebuilt from the new dense weights (masks of ones, BatchNorm copies),
     as when a model is first built; the projector, anchors and prior are left as they are.
     """
-    check_init_source(source, model.config, **hub_kwargs)
-    source_model = GHModel.from_pretrained(source, **hub_kwargs)
-    with torch.no_grad():
-        model.encoder.load_state_dict(source_model.state_dict(), strict=True)
+    check_init_source(source, model.config)
+    model.encoder.load_state_dict(GHModel.from_pretrained(source).state_dict(), strict=True)
     if model.pruned is not None:  # built anew: reset_from_dense's guarded copies skip initialised tensors
         model.pruned = PrunedBranch(model.encoder, model.projector, model.config.prune_ratio)

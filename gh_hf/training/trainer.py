@@ -122,8 +122,10 @@ class Pretrainer:
         # "estimated", "uniform" or the known frequencies; a bad --class_prior file fails here too
         self.prior_source = resolve_class_prior(args.class_prior, self.config.num_anchors)
         self.resume_path = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
-        if args.init_from is not None and self.resume_path is None:  # a resume carries the weights
-            check_init_source(args.init_from, self.config)  # a missing or mismatched encoder fails here
+        # --init_from acts on a new run only: a resume or a fork takes its weights from the checkpoint
+        self.init_source = args.init_from if self.resume_path is None else None
+        if self.init_source is not None:  # a missing or mismatched encoder fails here, before any data
+            check_init_source(self.init_source, self.config)
         if args.push_to_hub:
             check_can_push(args.hub_model_id)  # no token / offline: fail now, not after training
         monitor_on = args.knn_at_end or args.knn_every_epochs > 0
@@ -157,9 +159,9 @@ class Pretrainer:
             self.train_dataset = load_long_tailed_train(self.data_args, args.seed)
         loader, self.two_views = build_train_loader(self.train_dataset, self.data_args, self.config, args)
         model = GHForPreTraining(self.config)
-        if self.args.init_from is not None and self.resume_path is None:
-            load_init_encoder(model, self.args.init_from)
-            accelerator.print(f"Backbone initialised from {self.args.init_from}.")
+        if self.init_source is not None:
+            load_init_encoder(model, self.init_source)
+            accelerator.print(f"Backbone initialised from {self.init_source}.")
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = apply_speed_options(model, compile=args.compile, channels_last=args.channels_last)
