@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
@@ -209,6 +210,27 @@ def test_fashion_mnist_missing_files_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataSourceNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_image_dataset("fashion_mnist", data_dir=str(tmp_path))
+
+
+def test_fashion_mnist_missing_files_online_uses_the_hub_copy(tmp_path, monkeypatch):
+    # The Hub's zalando-datasets/fashion_mnist schema: image (Image) and an integer label.
+    hub_split = Dataset.from_dict(
+        {"image": [PILImage.fromarray(a) for a in random_images(3, (28, 28))], "label": [9, 0, 4]},
+        features=Features({"image": Image(), "label": datasets.Value("int64")}),
+    )
+    calls = []
+
+    def fake_load_dataset(repo_id, split=None, **kwargs):
+        calls.append((repo_id, split, kwargs))
+        return hub_split
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    dataset = load_image_dataset("fashion_mnist", split="test", data_dir=str(tmp_path), cache_dir="hub-cache")
+    assert calls == [(fashion_mnist_module.FASHION_MNIST_HUB_ID, "test", {"cache_dir": "hub-cache"})]
+    assert dataset.features["label"].names == FASHION_MNIST_CLASSES
+    assert dataset["label"][:] == [9, 0, 4]
 
 
 @pytest.fixture(scope="module")

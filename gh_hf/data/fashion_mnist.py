@@ -118,7 +118,8 @@ def load_fashion_mnist(
     Args:
         split: "train" (60,000 images) or "test" (10,000 images).
         data_dir: Folder with the four idx `.gz` files; defaults to the Debian package's folder.
-        cache_dir: Where the decoded copy is saved; defaults to `gh_hf_cache_dir()`.
+        cache_dir: Where the decoded copy is saved; defaults to `gh_hf_cache_dir()`. When the Hub copy
+            is used, `datasets.load_dataset`'s cache_dir (its default when None).
         **kwargs: Passed to `datasets.load_dataset` when the Hub copy is used.
 
     Returns:
@@ -129,8 +130,8 @@ def load_fashion_mnist(
     """
     images_path, labels_path = _idx_paths(Path(data_dir or FASHION_MNIST_DIR), split)
     if not (images_path.is_file() and labels_path.is_file()):
-        if not is_offline():
-            return _load_from_hub(split, **kwargs)
+        if not is_offline():  # the Hub copy is cached by `datasets`, in cache_dir when given
+            return _load_from_hub(split, **({"cache_dir": cache_dir} if cache_dir else {}), **kwargs)
         raise DataSourceNotFoundError(
             f"Fashion-MNIST files not found: {images_path} / {labels_path}. Install them with "
             "`apt-get install dataset-fashion-mnist`, pass data_dir=<folder with the idx .gz files>, "
