@@ -361,3 +361,46 @@ def test_investigation_scores_the_split_with_the_current_model(known_prior_run):
     assert table.sum(0).tolist() == report["anchor_occupancy"]
     assert table.sum(1).tolist() == torch.bincount(labels).tolist() == report["class_counts"]
     assert report["anchor_purity_mean"] == pytest.approx(anchor_purity(expected, labels, 10)[1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_load_run_loads_the_checkpoint_it_is_named_and_names_those_there_are(known_prior_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from gh_hf.training.investigation import load_run, split_features
+
+    trainer, out = known_prior_run
+    (tmp_path / "training_args.json").write_text((out / "training_args.json").read_text())
+    state = {name: tensor.detach().clone() for name, tensor in trainer.unwrapped().state_dict().items()}
+    for name, shift in (("warmup", 1.0), ("step_00000002", 2.0), ("step_00000010", 3.0)):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        shifted = {**state, "projector.layers.0.weight": state["projector.layers.0.weight"] + shift}
+        save_file(shifted, str(tmp_path / "checkpoints" / name / "model.safetensors"))
+    for checkpoint, shift in ((None, 3.0), ("warmup", 1.0), ("step_00000002", 2.0)):
+        model, dataset = load_run(tmp_path, checkpoint)  # None: the latest step_N
+        torch.testing.assert_close(
+            model.projector.layers[0].weight, state["projector.layers.0.weight"] + shift
+        )
+    assert dataset["label"] == trainer.train_dataset["label"]  # the run's split, rebuilt from its arguments
+    features, projections, labels = split_features(model, dataset, batch_size=100)
+    assert model.training  # the mode is restored
+    with torch.no_grad():
+        torch.testing.assert_close(projections, model.eval().projector(features))
+    assert torch.equal(labels, torch.tensor(dataset["label"]))
+    with pytest.raises(
+        ValueError, match=r"checkpoint='step_5' .* it has \['step_00000002', 'step_00000010', 'warmup'\]"
+    ):
+        load_run(tmp_path, "step_5")
+
+
+def test_cluster_purity_finds_classes_that_are_there_and_not_those_that_are_not():
+    from gh_hf.training.investigation import cluster_purity
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    labels = torch.tensor([0] * 200 + [1] * 100 + [2] * 60 + [3] * 40)
+    vectors = 5 * centres[labels] + 0.3 * torch.randn(len(labels), 16, generator=generator)
+    assert cluster_purity(vectors, labels, 4) == pytest.approx(1.0)
+    # The same points with labels that ignore them: no partition does better than about the head's share.
+    blind = labels[torch.randperm(len(labels), generator=generator)]
+    assert cluster_purity(vectors, blind, 4) < 0.6

@@ -18,16 +18,16 @@ from safetensors.torch import load_file
 from gh_hf.data import build_eval_transform, with_eval_transform
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.arguments import DataArguments, ModelArguments
-from gh_hf.training.checkpointing import list_checkpoints
+from gh_hf.training.checkpointing import checkpoint_root, list_checkpoints
 from gh_hf.training.data import load_long_tailed_train
 from gh_hf.training.prior import anchor_purity, class_frequencies, prior_entropy, total_variation
 
 
 @torch.no_grad()
-def anchor_assignments(
+def split_features(
     model: GHForPreTraining, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmax_k of each image's anchor scores (eval view, eval mode, no gradient), and its label.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's pooled backbone features and projection (eval view, eval mode, no gradient).
 
     Args:
         model: The pretraining model (encoder, projector and anchors).
@@ -36,7 +36,8 @@ def anchor_assignments(
         num_workers: DataLoader workers.
 
     Returns:
-        (anchors (N,), labels (N,)), int64, in dataset order, on the CPU.
+        (features (N, F), projections (N, d), labels (N,)) in dataset order, on the CPU; the
+        projections are the projector's output, before GH's normalisation.
     """
     from gh_hf.evaluation.features import extract_features  # the evaluation stack, only when used
 
@@ -48,14 +49,51 @@ def anchor_assignments(
         model.encoder, with_eval_transform(dataset, transform), batch_size, num_workers, show_progress=False
     )  # (N, F) pooled backbone features
     device = next(model.parameters()).device
-    anchors = torch.cat(
-        [
-            model.anchor_scores(model.projector(chunk.to(device))).argmax(1).cpu()
-            for chunk in features.split(batch_size)
-        ]
-    )
+    projections = torch.cat([model.projector(chunk.to(device)).cpu() for chunk in features.split(batch_size)])
     model.train(was_training)
+    return features, projections, labels
+
+
+@torch.no_grad()
+def anchor_assignments(
+    model: GHForPreTraining, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmax_k of each image's anchor scores (eval view, eval mode, no gradient), and its label.
+
+    Args: as `split_features`.
+
+    Returns:
+        (anchors (N,), labels (N,)), int64, in dataset order, on the CPU.
+    """
+    _, projections, labels = split_features(model, dataset, batch_size, num_workers)
+    device = next(model.parameters()).device
+    anchors = torch.cat(
+        [model.anchor_scores(chunk.to(device)).argmax(1).cpu() for chunk in projections.split(batch_size)]
+    )
     return anchors, labels
+
+
+def cluster_purity(vectors: torch.Tensor, labels: torch.Tensor, num_clusters: int, seed: int = 0) -> float:
+    """Anchor purity of the best partition k-means finds in `vectors` (L2-normalised first).
+
+    What fixed anchors could at best read from a feature space without labels: when this is high
+    and the anchors' purity (`anchor_assignments`) is low, the classes are there but the anchors
+    do not follow them.
+
+    Args:
+        vectors: (N, D) features or projections.
+        labels: (N,) class ids (>= 0), used only to score the partition.
+        num_clusters: Clusters, e.g. the run's K.
+        seed: k-means' seed (10 restarts, the lowest inertia kept).
+
+    Returns:
+        The sample-weighted share of each cluster's majority class (`anchor_purity`'s mean).
+    """
+    from sklearn.cluster import KMeans
+
+    unit = torch.nn.functional.normalize(vectors.double(), dim=1).numpy()
+    clusters = KMeans(num_clusters, n_init=10, random_state=seed).fit_predict(unit)
+    return anchor_purity(torch.from_numpy(clusters).long(), labels, num_clusters)[1]
 
 
 def anchor_ownership(table: torch.Tensor) -> dict[str, Any]:
@@ -128,25 +166,43 @@ def investigate_anchors(
     }
 
 
-def load_run(run_dir: str | Path) -> tuple[GHForPreTraining, Dataset]:
-    """The model of a run's latest checkpoint and the run's long-tailed split (from training_args.json)."""
+def load_run(run_dir: str | Path, checkpoint: str | None = None) -> tuple[GHForPreTraining, Dataset]:
+    """The model of one of a run's checkpoints and the run's long-tailed split (from training_args.json).
+
+    Args:
+        run_dir: A pretraining run's `output_dir`.
+        checkpoint: The name of a folder under `checkpoints/` ("warmup" for the state kept when the
+            warm-up ended, "step_N"), or None for the latest `step_N`.
+    """
     from gh_hf.training.trainer import build_config  # the trainer imports this package's prior module
 
     run_dir = Path(run_dir)
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
-        raise ValueError(
-            f"run_dir={str(run_dir)!r} has no checkpoint (checkpoints/step_N/): nothing to load."
-        )
+    if checkpoint is None:
+        checkpoints = list_checkpoints(run_dir)
+        if not checkpoints:
+            raise ValueError(
+                f"run_dir={str(run_dir)!r} has no checkpoint (checkpoints/step_N/): nothing to load."
+            )
+        path = checkpoints[-1]
+    else:
+        path = checkpoint_root(run_dir) / checkpoint
+        if not (path / "model.safetensors").is_file():
+            root = checkpoint_root(run_dir)
+            found = sorted(p.name for p in root.glob("*") if (p / "model.safetensors").is_file()) or "none"
+            raise ValueError(
+                f"checkpoint={checkpoint!r} is not a checkpoint of {str(run_dir)!r}: it has {found}."
+            )
     saved = json.loads((run_dir / "training_args.json").read_text())
     data_args, model_args = DataArguments(**saved["data"]), ModelArguments(**saved["model"])
     seed = int(saved["training"]["seed"])
     model = GHForPreTraining(build_config(data_args, model_args, seed))
-    model.load_state_dict(load_file(str(checkpoints[-1] / "model.safetensors")))
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model, load_long_tailed_train(data_args, seed)
 
 
-def investigate_run(run_dir: str | Path, batch_size: int = 256) -> dict[str, Any]:
-    """`investigate_anchors` for the latest checkpoint of the run in `run_dir`."""
-    model, dataset = load_run(run_dir)
+def investigate_run(
+    run_dir: str | Path, batch_size: int = 256, checkpoint: str | None = None
+) -> dict[str, Any]:
+    """`investigate_anchors` for a checkpoint of the run in `run_dir` (`load_run`; the latest by default)."""
+    model, dataset = load_run(run_dir, checkpoint)
     return investigate_anchors(model, dataset, batch_size)
