@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import gh_hf  # noqa: F401  (registers the Auto classes)
+from gh_hf.geometry import simplex_etf
 from tests.conftest import TINY_RUN, accelerate_command, interrupt_at_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,27 @@ def test_two_processes_train_and_checkpoint(tmp_path):
     assert (out / "encoder" / "model.safetensors").exists()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000003", "step_00000006"]  # no half-written temporaries left
+
+
+def test_anchor_alignment_on_two_processes_gives_one_frame_and_the_whole_banks_partition(tmp_path):
+    out = tmp_path / "aligned"
+    args = [*TINY, "--anchor_alignment", "kmeans", "--per_device_batch_size", "32",
+            "--checkpoint_every_epochs", "1", "--output_dir", str(out)]  # fmt: skip
+    check(launch(args, processes=2))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (record,) = [entry for entry in log if "anchor_alignment" in entry]
+    (first_refresh,) = [entry for entry in log if "anchor_occupancy" in entry]
+    # The refresh sums the two shards of the bank the alignment rewrote: every image, in the new frame.
+    assert first_refresh["anchor_occupancy"] == record["anchor_occupancy_aligned"]
+    split = json.loads((out / "encoder" / "long_tailed_split.json").read_text())
+    assert sum(record["anchor_occupancy_aligned"]) == split["num_images"]
+    anchors = load_file(str(sorted((out / "checkpoints").glob("step_*"))[-1] / "model.safetensors"))[
+        "anchors"
+    ]
+    config = json.loads((out / "encoder" / "config.json").read_text())
+    etf = simplex_etf(config["num_anchors"], config["projection_dim"], config["anchors_seed"])
+    assert not torch.allclose(anchors, etf)
+    torch.testing.assert_close(anchors @ anchors.T, etf @ etf.T, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("use_gh", ["true", "false"])

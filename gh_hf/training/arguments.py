@@ -17,6 +17,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from gh_hf.data.streaming import STREAMED_SOURCES
+from gh_hf.training.anchor_alignment import ANCHOR_ALIGNMENTS
 from gh_hf.training.schedules import LR_SCHEDULES
 from gh_hf.training.score_bank import BANK_DTYPES, BANK_SHARDINGS
 
@@ -297,6 +298,14 @@ class PretrainingArguments:
             "num_anchors class frequencies (any order), matched to anchors by occupancy rank."
         },
     )
+    anchor_alignment: str = field(
+        default="none",
+        metadata={
+            "help": "none (the paper: the anchor ETF keeps its fixed orientation) or kmeans: once, at the GH "
+            "start, rotate the ETF onto the K-means centroids of the split's projections (one eval pass, "
+            "which also restarts the score bank; no label is read). Not in the paper (docs/training.md)."
+        },
+    )
     checkpoint_every: int = field(
         default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: off)."}
     )
@@ -424,6 +433,10 @@ class PretrainingArguments:
             _fail("training", "bank_sharding", self.bank_sharding, f"must be one of {BANK_SHARDINGS}")
         if self.bank_dtype not in BANK_DTYPES:
             _fail("training", "bank_dtype", self.bank_dtype, f"must be one of {tuple(BANK_DTYPES)}")
+        if self.anchor_alignment not in ANCHOR_ALIGNMENTS:
+            _fail(
+                "training", "anchor_alignment", self.anchor_alignment, f"must be one of {ANCHOR_ALIGNMENTS}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             _fail("training", "lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
         if self.push_to_hub and not self.hub_model_id:

@@ -20,8 +20,9 @@ from gh_hf.training.schedules import resolve_lr_schedule
 logger = logging.getLogger(__name__)
 
 # Settings a fork may change: they act only after the GH warm-up (the GH term, its prior and bank
-# momentum, the length of the second stage), or not on the weights at all (outputs, logging, the
-# kNN monitor, checkpoints, the data loader's worker count: views depend on seed, epoch and index).
+# momentum, the anchors' alignment at the GH start, the length of the second stage), or not on the
+# weights at all (outputs, logging, the kNN monitor, checkpoints, the data loader's worker count:
+# views depend on seed, epoch and index).
 # The LR schedule is compared as resolved (check_fork).
 FORK_MAY_DIFFER = {
     "dataloader_num_workers",
@@ -30,7 +31,7 @@ FORK_MAY_DIFFER = {
     "gh_ramp_epochs", "prior_every_epochs", "prior_floor", "bank_momentum", "class_prior", "checkpoint_every",
     "checkpoint_every_epochs", "save_total_limit", "report_to", "logging_steps", "knn_every_epochs",
     "knn_at_end", "knn_max_train_samples", "knn_grouping", "push_to_hub", "hub_model_id", "hub_private_repo",
-    "lr_schedule",
+    "lr_schedule", "anchor_alignment",
 }  # fmt: skip
 
 

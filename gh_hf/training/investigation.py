@@ -2,7 +2,8 @@
 
 The score bank lags behind the model (it is a moving average over past epochs); this module
 scores the whole pretraining split again with the eval transform, so its figures describe the
-model as it is. Training never calls it; `results/fashion_mnist_lt/investigate_prior.py` does.
+model as it is. `results/fashion_mnist_lt/investigate_prior.py` calls it; training uses only
+`split_features`, for `--anchor_alignment kmeans`.
 """
 
 from __future__ import annotations

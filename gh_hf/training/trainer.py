@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
@@ -22,6 +22,7 @@ from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs, resolve_mixed_precision
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
+from gh_hf.training.anchor_alignment import aligned_anchors
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
 from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import (
@@ -40,8 +41,10 @@ from gh_hf.training.data import (
 from gh_hf.training.export import export_encoder
 from gh_hf.training.fork import begin_log, check_fork, fork_source
 from gh_hf.training.init_weights import check_init_source, load_init_encoder
+from gh_hf.training.investigation import split_features
 from gh_hf.training.prior import (
     BankMomenta,
+    anchor_purity,
     bank_counts,
     plot_prior_history,
     prior_diagnostics,
@@ -138,6 +141,11 @@ class Pretrainer:
             raise ValueError(  # the monitor reads a test split, which a stream of shards does not have
                 "--streaming true runs without the kNN monitor: turn it off with --knn_every_epochs 0 "
                 "--knn_at_end false, and evaluate the encoder with scripts/benchmark.py"
+            )
+        if args.anchor_alignment != "none" and data_args.streaming:
+            raise ValueError(  # the alignment scores the whole split in one pass, which a stream is not
+                f"--anchor_alignment={args.anchor_alignment!r} needs the split in one pass: it cannot run "
+                "with --streaming true; use --anchor_alignment none"
             )
         self.accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
@@ -261,6 +269,40 @@ class Pretrainer:
         class_prior.copy_(prior)
         self.log({"epoch": epoch, **diagnostics})
 
+    def align_anchors(self, epoch: int) -> None:
+        """`--anchor_alignment kmeans`, once, at the first GH epoch, before its prior refresh.
+
+        Every process scores the whole split (eval view) and the main process's rotation is
+        broadcast, so all processes hold the same anchors. The bank restarts from that pass, in the
+        new frame: its scores against the old anchors would make the refresh read the partition the
+        alignment replaces. A run resumed inside the GH stage has its aligned anchors (a buffer) and
+        bank from the checkpoint; one resumed at the GH start aligns here, as it would have.
+        """
+        if not (
+            self.config.use_gh
+            and self.args.anchor_alignment == "kmeans"
+            and epoch == self.args.gh_warmup_epochs
+        ):
+            return
+        model = self.unwrapped()
+        _, projections, _ = split_features(model, self.train_dataset, self.args.per_device_batch_size)
+        before = model.anchor_scores(projections.to(model.anchors.device)).argmax(1).cpu()
+        rotated, clusters = aligned_anchors(model.anchors, projections, seed=self.args.seed)
+        if self.accelerator.num_processes > 1:
+            rotated = broadcast(rotated.contiguous(), from_process=0)
+        model.anchors.copy_(rotated)
+        scores = model.anchor_scores(projections.to(model.anchors.device))
+        self.bank.update(torch.arange(len(scores)), scores, momentum=0.0)  # each shard keeps its rows
+        after = scores.argmax(1).cpu()
+        record: dict[str, Any] = {"epoch": epoch, "anchor_alignment": self.args.anchor_alignment}
+        record["anchor_occupancy_aligned"] = torch.bincount(after, minlength=len(rotated)).tolist()
+        if self.train_labels is not None:  # diagnostics only: which partition the anchors now read
+            for name, assignment in (("before", before), ("after", after), ("kmeans", clusters)):
+                record[f"alignment_purity_{name}"] = anchor_purity(
+                    assignment, self.train_labels, len(rotated)
+                )[1]
+        self.log(record)
+
     @cached_property
     def train_labels(self) -> torch.Tensor | None:
         """(N_train,) class id per sample index, read for the prior's diagnostics only (None: no labels)."""
@@ -323,6 +365,7 @@ class Pretrainer:
         self.two_views.set_epoch(epoch)
         if state.step_in_epoch == 0:
             self.unwrapped().refresh_pruning_masks()  # SDCLR; a no-op for the other bases
+            self.align_anchors(epoch)
             self.refresh_prior(epoch)
         loader = epoch_batches(accelerator, self.loader, epoch, state.step_in_epoch)
         self.model.train()
