@@ -41,6 +41,16 @@ ARMS: dict[str, list[str]] = {  # name -> arguments on top of the preset and COM
     "simclr": ["--use_gh", "false"],
     "simclr_gh": ["--use_gh", "true", "--class_prior", "estimated"],
     "simclr_gh_known": ["--use_gh", "true", "--class_prior", KNOWN_PRIOR],
+    # --anchor_alignment kmeans (not in the paper): the anchors rotated onto the projections' clusters
+    "simclr_gh_aligned": ["--use_gh", "true", "--class_prior", "estimated", "--anchor_alignment", "kmeans"],
+    "simclr_gh_known_aligned": [
+        "--use_gh",
+        "true",
+        "--class_prior",
+        KNOWN_PRIOR,
+        "--anchor_alignment",
+        "kmeans",
+    ],
     **{
         f"{base}{suffix}": ["--ssl_method", base, "--use_gh", use_gh]
         for base in ("focal", "sdclr", "bcl")
@@ -52,6 +62,8 @@ DEFAULT_ARMS = ("simclr", "simclr_gh", "simclr_gh_known")
 PAIRS = (
     ("SimCLR + GH (estimated prior)", "simclr", "simclr_gh"),
     ("SimCLR + GH (known prior)", "simclr", "simclr_gh_known"),
+    ("SimCLR + GH (estimated prior, aligned anchors)", "simclr", "simclr_gh_aligned"),
+    ("SimCLR + GH (known prior, aligned anchors)", "simclr", "simclr_gh_known_aligned"),
     ("Focal + GH", "focal", "focal_gh"),
     ("SDCLR + GH", "sdclr", "sdclr_gh"),
     ("BCL + GH", "bcl", "bcl_gh"),

@@ -49,6 +49,12 @@ def test_each_base_forks_its_arms_from_its_first_gh_arm(tmp_path):
         "bcl": "bcl_gh",
     }
     assert Experiment(arms=arms, work_dir=work, share_warmup=False).warmup_sources(0) == {}
+    # The aligned-anchor arms differ only after the warm-up (--anchor_alignment acts at the GH start).
+    aligned = Experiment(arms=["simclr", "simclr_gh_known_aligned", "simclr_gh_known"], work_dir=work)
+    assert aligned.warmup_sources(0) == {
+        "simclr": "simclr_gh_known",
+        "simclr_gh_known_aligned": "simclr_gh_known",
+    }
     no_warmup = Experiment(arms=arms, work_dir=work, extra=["--gh_warmup_epochs", "0"])
     assert no_warmup.warmup_sources(0) == {}
     # Arms run side by side in separate processes: a warm-up another process keeps is a source too.
