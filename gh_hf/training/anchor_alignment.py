@@ -51,9 +51,8 @@ def kmeans_centroids(
 
     unit = F.normalize(projections.detach().double().cpu(), dim=1).numpy()
     kmeans = KMeans(num_clusters, n_init=10, random_state=seed).fit(unit)
-    return F.normalize(torch.from_numpy(kmeans.cluster_centers_), dim=1), torch.from_numpy(
-        kmeans.labels_
-    ).long()
+    centroids = F.normalize(torch.from_numpy(kmeans.cluster_centers_), dim=1)
+    return centroids, torch.from_numpy(kmeans.labels_).long()
 
 
 def aligned_anchors(

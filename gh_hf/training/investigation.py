@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from gh_hf.data import build_eval_transform, with_eval_transform
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
+from gh_hf.training.anchor_alignment import kmeans_centroids
 from gh_hf.training.arguments import DataArguments, ModelArguments
 from gh_hf.training.checkpointing import checkpoint_root, list_checkpoints
 from gh_hf.training.data import load_long_tailed_train
@@ -90,11 +91,8 @@ def cluster_purity(vectors: torch.Tensor, labels: torch.Tensor, num_clusters: in
     Returns:
         The sample-weighted share of each cluster's majority class (`anchor_purity`'s mean).
     """
-    from sklearn.cluster import KMeans
-
-    unit = torch.nn.functional.normalize(vectors.double(), dim=1).numpy()
-    clusters = KMeans(num_clusters, n_init=10, random_state=seed).fit_predict(unit)
-    return anchor_purity(torch.from_numpy(clusters).long(), labels, num_clusters)[1]
+    _, clusters = kmeans_centroids(vectors, num_clusters, seed)
+    return anchor_purity(clusters, labels, num_clusters)[1]
 
 
 def anchor_ownership(table: torch.Tensor) -> dict[str, Any]:

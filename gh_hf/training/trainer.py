@@ -272,11 +272,12 @@ class Pretrainer:
     def align_anchors(self, epoch: int) -> None:
         """`--anchor_alignment kmeans`, once, at the first GH epoch, before its prior refresh.
 
-        Every process scores the whole split (eval view) and the main process's rotation is
-        broadcast, so all processes hold the same anchors. The bank restarts from that pass, in the
-        new frame: its scores against the old anchors would make the refresh read the partition the
-        alignment replaces. A run resumed inside the GH stage has its aligned anchors (a buffer) and
-        bank from the checkpoint; one resumed at the GH start aligns here, as it would have.
+        Every process scores the whole split (eval view); the main process alone runs K-means and
+        its rotation is broadcast, so all processes hold the same anchors. The bank restarts from
+        that pass, in the new frame: its scores against the old anchors would make the refresh read
+        the partition the alignment replaces. A run resumed inside the GH stage has its aligned
+        anchors (a buffer) and bank from the checkpoint; one resumed at the GH start aligns here, as
+        it would have.
         """
         if not (
             self.config.use_gh
@@ -284,22 +285,30 @@ class Pretrainer:
             and epoch == self.args.gh_warmup_epochs
         ):
             return
-        model = self.unwrapped()
+        model, main = self.unwrapped(), self.accelerator.is_main_process
         _, projections, _ = split_features(model, self.train_dataset, self.args.per_device_batch_size)
-        before = model.anchor_scores(projections.to(model.anchors.device)).argmax(1).cpu()
-        rotated, clusters = aligned_anchors(model.anchors, projections, seed=self.args.seed)
+        projections = projections.to(model.anchors.device)
+        before = model.anchor_scores(projections).argmax(1).cpu()
+        rotated, clusters = (
+            aligned_anchors(model.anchors, projections, seed=self.args.seed)
+            if main
+            else (torch.empty_like(model.anchors), None)
+        )
         if self.accelerator.num_processes > 1:
             rotated = broadcast(rotated.contiguous(), from_process=0)
         model.anchors.copy_(rotated)
-        scores = model.anchor_scores(projections.to(model.anchors.device))
+        scores = model.anchor_scores(projections)
         self.bank.update(torch.arange(len(scores)), scores, momentum=0.0)  # each shard keeps its rows
+        if not main:  # the record goes to the log, which the main process writes
+            return
         after = scores.argmax(1).cpu()
+        num_anchors = len(rotated)
         record: dict[str, Any] = {"epoch": epoch, "anchor_alignment": self.args.anchor_alignment}
-        record["anchor_occupancy_aligned"] = torch.bincount(after, minlength=len(rotated)).tolist()
+        record["anchor_occupancy_aligned"] = torch.bincount(after, minlength=num_anchors).tolist()
         if self.train_labels is not None:  # diagnostics only: which partition the anchors now read
             for name, assignment in (("before", before), ("after", after), ("kmeans", clusters)):
                 record[f"alignment_purity_{name}"] = anchor_purity(
-                    assignment, self.train_labels, len(rotated)
+                    assignment, self.train_labels, num_anchors
                 )[1]
         self.log(record)
 
