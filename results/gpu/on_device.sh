@@ -2,7 +2,7 @@
 # Run ON a lent GPU machine, after results/gpu/prepare_carry.sh here:
 #   device run, carry [".whl", ".gpudata"], timeout_s 600, command "bash results/gpu/on_device.sh"
 # Installs the carried wheels and data, then runs, in one call of at most BUDGET seconds:
-#   1. results/gpu/run_gh_schedule.sh (issue 12 item 7: three arms, two forked from the third's
+#   1. results/gpu/run_gh_schedule.sh (issue 12 item 7: four arms, three forked from the first's
 #      warm-up and run side by side with it, EPOCHS epochs,
 #      full-width ResNet-18, bf16, batched views), given at most SCHEDULE_S seconds;
 #   2. results/gpu/run_gpu_check.sh (issue 13's GPU targets) in the time that is left.

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Issue 12 item 7, one prepared script for a lent GPU: the GH experiment on a schedule the CPU cannot
-# afford. The arms SimCLR, SimCLR + GH (estimated prior) and SimCLR + GH (known prior) of seed(s)
+# afford. The arms SimCLR, SimCLR + GH (estimated prior), SimCLR + GH (known prior) and SimCLR + GH
+# (known prior, anchors aligned to the projections' clusters: --anchor_alignment kmeans) of seed(s)
 # SEEDS on the fashion_mnist_lt preset (same split, class permutation and LR rule as the CPU
 # experiment), but a full-width ResNet-18 (small-input stem), EPOCHS epochs of which the first half
 # are the SimCLR warm-up, bf16 and batched views on the GPU. SimCLR + GH (estimated prior) trains
-# each seed's warm-up and keeps it (checkpoints/warmup); as soon as it is kept, SimCLR and the
-# known-prior arm start their second stage from it, side by side with the source's (a 28x28 batch
-# of 256 leaves the GPU underused). The arms of a seed thus share their warm-up exactly, which
-# separate GPU runs would not (GPU kernels need not be deterministic), and cost 2 runs, not 3.
+# each seed's warm-up and keeps it (checkpoints/warmup); as soon as it is kept, the other arms
+# (FORKS) start their second stage from it, side by side with the source's (a 28x28 batch of 256
+# leaves the GPU underused). The arms of a seed thus share their warm-up exactly, which separate
+# GPU runs would not (GPU kernels need not be deterministic), and cost 2.5 runs, not 4.
 # Then each encoder and the pixel floor are benchmarked (linear probe, kNN) and summarised with
 # the paired GH - SimCLR table.
 # Resumable: rerun with the same settings and finished runs are kept, interrupted ones resume from
@@ -21,13 +22,14 @@ OUT=${OUT:-results/gpu}
 PYTHON=${PYTHON:-python3}
 EPOCHS=${EPOCHS:-120}
 SEEDS=${SEEDS:-0}
-THREADS=${THREADS:-4}           # CPU threads per run (three runs side by side)
+THREADS=${THREADS:-4}           # CPU threads per run (four runs side by side)
 WIDTH=${WIDTH:-'{}'}            # --backbone_kwargs; {} is timm's full-width resnet18
 PRECISION=${PRECISION:-bf16}
 LINEAR_EPOCHS=${LINEAR_EPOCHS:-200}
 EXTRA=${EXTRA:-}
 SOURCE=simclr_gh                # trains each seed's warm-up
-FORKS=(simclr simclr_gh_known)  # start their second stage from it
+# start their second stage from it (space-separated arms of scripts/experiment.py)
+read -r -a FORKS <<< "${FORKS:-simclr simclr_gh_known simclr_gh_known_aligned}"
 RESULTS="$OUT/fashion_mnist_lt_${EPOCHS}ep"
 WORK="outputs/gpu_experiment_${EPOCHS}ep"
 mkdir -p "$RESULTS"
@@ -58,7 +60,7 @@ for seed in ${SEEDS//,/ }; do
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-echo "three arms, two forked from the warm-up: $(( $(date +%s) - start )) s (exit status $status)" \
+echo "$(( ${#FORKS[@]} + 1 )) arms, ${#FORKS[@]} forked from the warm-up: $(( $(date +%s) - start )) s (exit status $status)" \
     | tee -a "$RESULTS/wall_time.txt"
 [ $status = 0 ] || { tail -n 30 "$RESULTS"/*.log; exit $status; }
 # The arms are kept; this adds the pixel floor, the seed reports and the summary.
