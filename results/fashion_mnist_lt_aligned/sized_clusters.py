@@ -7,9 +7,9 @@ projection to its region's mean direction):
 - the anchors' argmax (what GH starts from without alignment);
 - K-means (what `--anchor_alignment kmeans` rotates the anchors onto);
 - "sized" K-means: the assignment step is an optimal transport whose region masses are the known
-  prior (largest mass to the largest region, re-ranked each iteration; Sinkhorn at temperature
-  0.05), i.e. the kind of partition GH with the known prior asks for; started from K-means and from
-  RESTARTS k-means++ seeds (the best objective kept);
+  prior (largest mass to the largest region, re-ranked each iteration; GH's own Sinkhorn,
+  gh_hf.losses.sinkhorn, at temperature 0.05), i.e. the kind of partition GH with the known
+  prior asks for; started from K-means and from RESTARTS k-means++ seeds (the best objective kept);
 - two references that read the labels (a search started from the class means, not a method).
 Labels only score the partitions. Usage (repository root), e.g.:
   python results/fashion_mnist_lt_aligned/sized_clusters.py \
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.metrics import adjusted_mutual_info_score
 
+from gh_hf.losses.sinkhorn import sinkhorn
 from gh_hf.training.anchor_alignment import kmeans_centroids
 from gh_hf.training.investigation import anchor_ownership, load_run, split_features
 
@@ -32,16 +33,13 @@ EPSILON = 0.05
 
 
 def sized_kmeans(z, prior, centroids, clusters, iterations=50):
-    """K-means whose assignment is an entropic OT with column masses `prior` (sorted, descending)."""
-    num, k = len(z), len(prior)
+    """K-means whose assignment is GH's Sinkhorn allocation with column masses `prior` (sorted,
+    descending): gh_hf.losses.sinkhorn, at temperature EPSILON."""
+    k = len(prior)
     for _ in range(iterations):
         mass = torch.empty(k, dtype=torch.float64)
         mass[torch.bincount(clusters, minlength=k).argsort(descending=True)] = prior
-        log_q = z @ centroids.T / EPSILON
-        for _ in range(100):  # Sinkhorn: rows 1/N, columns `mass`
-            log_q = log_q - log_q.logsumexp(0, keepdim=True) + mass.log()
-            log_q = log_q - log_q.logsumexp(1, keepdim=True) - torch.log(torch.tensor(float(num)))
-        new = log_q.argmax(1)
+        new = sinkhorn(z @ centroids.T, mass, epsilon=EPSILON).argmax(1)
         means = [z[new == j].mean(0) if (new == j).any() else centroids[j] for j in range(k)]
         centroids = F.normalize(torch.stack(means), dim=1)
         if torch.equal(new, clusters):
