@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gh_hf.training.arguments import ARGUMENT_PARTS, as_json, parse_pretrain_args
-from gh_hf.training.fork import begin_log, check_fork, fork_source
+from gh_hf.training.fork import check_fork, fork_source
 
 
 def _args(*argv: str) -> tuple:
@@ -63,20 +63,10 @@ def test_gh_cannot_start_from_a_run_without_gh(tmp_path):
         )
 
 
-def test_own_checkpoints_are_no_fork_and_a_fork_log_starts_with_the_source_rows(tmp_path):
+def test_own_checkpoints_are_no_fork(tmp_path):
     run = tmp_path / "run"
     assert fork_source(run / "checkpoints" / "step_00000010", run) is None
     assert fork_source(tmp_path / "source" / "checkpoints" / "warmup", run) == tmp_path / "source"
-    source = _source(tmp_path)
-    rows = [{"bank_momentum": 0.5, "step": 0}, {"loss": 3.0, "step": 4}, {"knn_accuracy": 0.5, "step": 8},
-            {"loss": 2.0, "step": 9}]  # fmt: skip
-    (source / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    run.mkdir()
-    begin_log(source, source / "checkpoints" / "warmup", run / "log.jsonl", 8)
-    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert logged == [*rows[:3], {"forked_from": str(source / "checkpoints" / "warmup"), "step": 8}]
-    begin_log(source, source / "checkpoints" / "warmup", run / "log.jsonl", 8)  # a resumed fork: kept
-    assert [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] == logged
 
 
 def test_save_warmup_checkpoint_needs_a_warmup():

@@ -71,6 +71,14 @@ def test_short_run_leaves_an_encoder_that_auto_model_loads(tmp_path):
     assert 0 <= knn["knn_accuracy"] <= 1 and "knn_few" in knn
 
 
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _losses(rows: list[dict]) -> list[tuple[int, float]]:
+    return [(row["step"], row["loss"]) for row in rows if "loss" in row]
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "encoder" / "model.safetensors")
 
@@ -97,6 +105,8 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
         ROOT / "scripts" / "pretrain.py", *common, "--output_dir", str(interrupted), "--checkpoint_every", "6"
     )
     interrupt_at_checkpoint(command, ENV, interrupted / "checkpoints" / "step_00000006")
+    with open(interrupted / "log.jsonl", "a") as handle:  # as a crash after the checkpoint leaves it
+        handle.write(json.dumps({"loss": -1.0, "step": 7}) + "\n")
 
     # Resume with another worker count: views depend on (seed, epoch, index) only.
     check(
@@ -116,6 +126,11 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # The log tells one history: what was logged after the checkpoint is redone, not repeated.
+    rows, straight_rows = _rows(interrupted), _rows(tmp_path / "straight")
+    assert _losses(rows) == _losses(straight_rows)
+    checkpoint = str(interrupted / "checkpoints" / "step_00000006")
+    assert [row for row in rows if "resumed_from" in row] == [{"resumed_from": checkpoint, "step": 6}]
 
 
 @pytest.mark.parametrize("ssl_method", ["simclr", "bcl"])  # bcl: its loss memory crosses the fork too
@@ -148,13 +163,15 @@ def test_a_fork_from_the_gh_warmup_is_the_run_trained_in_full(tmp_path, ssl_meth
         assert trained.keys() == forked.keys()
         for key in trained:
             assert torch.equal(trained[key], forked[key]), (name, key)
-        # The fork's log tells its whole history: the source's warm-up rows, then a row naming it.
-        rows = [json.loads(line) for line in (fork / "log.jsonl").read_text().splitlines()]
+        # The fork's log tells its whole history: the source's rows up to its warm-up checkpoint
+        # (not the source's own GH-stage rows of the same step, its prior refresh), then a row naming it.
+        rows, source_rows = _rows(fork), _rows(tmp_path / "gh")
         (marker,) = [row for row in rows if "forked_from" in row]
         assert marker == {"forked_from": str(warmup), "step": 8}  # 8 steps per epoch, 1 warm-up epoch
-        losses = [(row["step"], row["loss"]) for row in rows if "loss" in row]
-        full_rows = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
-        assert losses == [(row["step"], row["loss"]) for row in full_rows if "loss" in row]
+        before = rows[: rows.index(marker)]
+        assert before == source_rows[: len(before)]
+        assert "anchor_occupancy" in source_rows[len(before)] and source_rows[len(before)]["step"] == 8
+        assert _losses(rows) == _losses(_rows(full))
 
 
 def test_a_fork_whose_warmup_differs_fails_naming_the_setting(tmp_path):

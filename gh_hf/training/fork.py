@@ -82,20 +82,3 @@ def check_fork(
             f"made with other settings ({'; '.join(differences)}); a fork may change only the settings "
             "that act after the GH warm-up (gh_hf.training.fork.FORK_MAY_DIFFER)"
         )
-
-
-def begin_log(source: Path, checkpoint: Path, log_path: Path, global_step: int) -> None:
-    """Starts a fork's log.jsonl with the source's rows up to `global_step`, then a row naming the
-    checkpoint, so the fork's log tells its whole history. A log that exists is left as it is."""
-    if log_path.exists():
-        return
-    rows = []
-    if (source / "log.jsonl").is_file():
-        rows = [
-            line
-            for line in (source / "log.jsonl").read_text().splitlines()
-            if line and json.loads(line).get("step", 0) <= global_step
-        ]
-    with open(log_path, "w") as handle:
-        handle.writelines(line + "\n" for line in rows)
-        handle.write(json.dumps({"forked_from": str(checkpoint), "step": global_step}) + "\n")

@@ -39,7 +39,7 @@ from gh_hf.training.data import (
     prepare_train_loader,
 )
 from gh_hf.training.export import export_encoder
-from gh_hf.training.fork import begin_log, check_fork, fork_source
+from gh_hf.training.fork import check_fork, fork_source
 from gh_hf.training.init_weights import check_init_source, load_init_encoder
 from gh_hf.training.investigation import split_features
 from gh_hf.training.prior import (
@@ -53,6 +53,7 @@ from gh_hf.training.prior import (
     resolve_bank_momenta,
     resolve_class_prior,
 )
+from gh_hf.training.run_log import LOG_FILE, UNKNOWN_ROWS, continue_log, count_rows
 from gh_hf.training.schedules import (
     gh_weight_at,
     resolve_lr_schedule,
@@ -76,11 +77,15 @@ class TrainerState:
     step_in_epoch: int = 0
     global_step: int = 0
     train_time_s: float = 0.0  # summed over resumed segments
+    # Rows of output_dir/log.jsonl when saved: a run resumed from this checkpoint cuts its log back
+    # to them (gh_hf.training.run_log). Counted by the main process, the one that writes the log.
+    log_rows: int = 0
 
     def state_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, int | float]) -> None:
+        self.log_rows = UNKNOWN_ROWS  # stays so for checkpoints saved before the rows were counted
         for key, value in state.items():
             setattr(self, key, type(getattr(self, key))(value))
 
@@ -214,9 +219,13 @@ class Pretrainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
-            if self.fork_source is not None:
-                log_path = self.output_dir / "log.jsonl"
-                begin_log(self.fork_source, self.resume_path, log_path, self.state.global_step)
+            log_path = self.output_dir / LOG_FILE
+            if self.resume_path is None:  # a log already in the folder (an earlier run) is appended to
+                self.state.log_rows = count_rows(log_path)
+            else:  # the log tells the history of the state the run starts from (gh_hf.training.run_log)
+                self.state.log_rows = continue_log(
+                    log_path, self.resume_path, self.state.global_step, self.state.log_rows, self.fork_source
+                )
         accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
         self.log({"bank_momentum_warmup": self.bank_momenta.warmup, "bank_momentum": self.bank_momenta.gh})
 
@@ -319,7 +328,7 @@ class Pretrainer:
 
     def save_prior_figure(self) -> None:
         """output_dir/prior.png: each refresh's sorted prior estimate against the true class frequencies."""
-        log_path = self.output_dir / "log.jsonl"
+        log_path = self.output_dir / LOG_FILE
         refreshes = read_refreshes(log_path) if log_path.is_file() else []
         if refreshes:
             plot_prior_history(refreshes, self.output_dir / "prior.png")
@@ -501,8 +510,9 @@ class Pretrainer:
         scalars = {key: value for key, value in values.items() if isinstance(value, (int, float))}
         self.accelerator.log(scalars, step=self.state.global_step)
         if self.accelerator.is_main_process:
-            with open(self.output_dir / "log.jsonl", "a") as handle:
+            with open(self.output_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(values) + "\n")
+            self.state.log_rows += 1
 
     def run_monitor(self) -> dict[str, float]:
         """kNN accuracy of the current encoder; all processes take part (see gh_hf.training.monitor)."""
