@@ -98,7 +98,10 @@ def test_kill_and_resume_gives_bitwise_identical_weights(tmp_path, ssl_method, v
     # the score bank and the prior must all come back, or the weights drift apart.
     common = [*TINY, "--max_steps", "14", "--checkpoint_every_epochs", "0", "--ssl_method", ssl_method,
               "--view_pipeline", view_pipeline]  # fmt: skip
+    (tmp_path / "straight").mkdir()  # the log of an earlier start, killed before any checkpoint
+    (tmp_path / "straight" / "log.jsonl").write_text(json.dumps({"loss": -1.0, "step": 1}) + "\n")
     check(launch([*common, "--output_dir", str(tmp_path / "straight")]))
+    assert json.loads((tmp_path / "straight" / "log.1.jsonl").read_text()) == {"loss": -1.0, "step": 1}
 
     interrupted = tmp_path / "interrupted"
     command = accelerate_command(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gh_hf.training.run_log import UNKNOWN_ROWS, continue_log, count_rows
+from gh_hf.training.run_log import UNKNOWN_ROWS, continue_log, start_log
 
 ROWS = [{"bank_momentum": 0.5, "step": 0}, {"loss": 3.0, "step": 4}, {"knn_accuracy": 0.5, "step": 8},
         {"epoch": 1, "anchor_occupancy": [5, 3], "step": 8}, {"loss": 2.0, "step": 9}]  # fmt: skip
@@ -26,7 +26,6 @@ def test_a_resume_cuts_the_log_back_to_the_rows_its_checkpoint_saw(tmp_path):
     _write(log, ROWS)
     assert continue_log(log, checkpoint, 8, rows=3) == 4
     assert _read(log) == [*ROWS[:3], {"resumed_from": str(checkpoint), "step": 8}]
-    assert count_rows(log) == 4
     assert not list(log.parent.glob(".tmp-*"))  # written aside, then renamed
 
 
@@ -69,4 +68,13 @@ def test_without_a_log_to_continue_the_log_starts_at_the_marker(tmp_path):
     # a fork from a source folder without a log
     assert continue_log(run / "log.jsonl", source / "ckpt", 5, rows=2, source=source) == 1
     assert _read(run / "log.jsonl") == [{"forked_from": str(source / "ckpt"), "step": 5}]
-    assert count_rows(tmp_path / "nothing.jsonl") == 0
+
+
+def test_a_run_from_step_0_starts_a_new_log_and_keeps_the_old_aside(tmp_path):
+    log = tmp_path / "log.jsonl"
+    assert start_log(log) is None and not log.exists()
+    _write(log, ROWS)  # an earlier start, killed before its first checkpoint
+    assert start_log(log) == tmp_path / "log.1.jsonl" and not log.exists()
+    _write(log, ROWS[:1])
+    assert start_log(log) == tmp_path / "log.2.jsonl"
+    assert _read(tmp_path / "log.1.jsonl") == ROWS and _read(tmp_path / "log.2.jsonl") == ROWS[:1]

@@ -5,6 +5,7 @@ A run resumed from its own checkpoint cuts its log back to those rows: what was 
 checkpoint belongs to steps the run is about to redo, and would otherwise appear twice. A fork (a run
 started from another run's checkpoint, gh_hf.training.fork) begins with the source's rows up to the
 same point. Either way a row naming the checkpoint follows, so the log says where the run restarted.
+A run that starts from step 0 begins a new log (`start_log`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ LOG_FILE = "log.jsonl"
 UNKNOWN_ROWS = -1  # a checkpoint written before gh_hf counted log rows
 
 
-def count_rows(log_path: Path) -> int:
-    """Rows of a log (0 when there is none): what a fresh run in a used folder appends to."""
-    if not log_path.is_file():
-        return 0
-    return sum(1 for line in log_path.read_text().splitlines() if line)
+def start_log(log_path: Path) -> Path | None:
+    """A run starting from step 0 begins a new log. One already in the folder (an earlier start, e.g.
+    killed before its first checkpoint) is kept aside as `log.<i>.jsonl`, whose path is returned."""
+    if not log_path.is_file() or log_path.stat().st_size == 0:
+        return None
+    index = 1
+    while (kept := log_path.with_name(f"{log_path.stem}.{index}{log_path.suffix}")).exists():
+        index += 1
+    os.replace(log_path, kept)
+    return kept
 
 
 def continue_log(

@@ -53,7 +53,7 @@ from gh_hf.training.prior import (
     resolve_bank_momenta,
     resolve_class_prior,
 )
-from gh_hf.training.run_log import LOG_FILE, UNKNOWN_ROWS, continue_log, count_rows
+from gh_hf.training.run_log import LOG_FILE, UNKNOWN_ROWS, continue_log, start_log
 from gh_hf.training.schedules import (
     gh_weight_at,
     resolve_lr_schedule,
@@ -220,12 +220,12 @@ class Pretrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_args.json").write_text(json.dumps(self.all_args(), indent=2))
             log_path = self.output_dir / LOG_FILE
-            if self.resume_path is None:  # a log already in the folder (an earlier run) is appended to
-                self.state.log_rows = count_rows(log_path)
-            else:  # the log tells the history of the state the run starts from (gh_hf.training.run_log)
+            if self.resume_path is not None:  # the history of the state it starts from (run_log)
                 self.state.log_rows = continue_log(
                     log_path, self.resume_path, self.state.global_step, self.state.log_rows, self.fork_source
                 )
+            elif (kept := start_log(log_path)) is not None:
+                logger.warning("%s held the log of an earlier start: kept as %s", self.output_dir, kept.name)
         accelerator.init_trackers("gh_hf", config=_flat(self.all_args()))
         self.log({"bank_momentum_warmup": self.bank_momenta.warmup, "bank_momentum": self.bank_momenta.gh})
 
