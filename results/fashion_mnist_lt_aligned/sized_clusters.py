@@ -27,6 +27,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from gh_hf.losses.sinkhorn import sinkhorn
 from gh_hf.training.anchor_alignment import kmeans_centroids
 from gh_hf.training.investigation import anchor_ownership, load_run, split_features
+from gh_hf.training.prior import anchor_class_counts, purity_of_counts
 
 RESTARTS = 20
 EPSILON = 0.05
@@ -56,13 +57,12 @@ def objective(z, clusters, k):
 
 def report(name, z, clusters, labels, prior):
     k = len(prior)
-    table = torch.zeros(int(labels.max()) + 1, k, dtype=torch.long)
-    table.index_put_((labels, clusters), torch.ones_like(labels), accumulate=True)
-    sizes = table.sum(0)
-    purity = float(table.max(0).values.sum() / len(z))
+    counts = anchor_class_counts(clusters, labels, k)  # (K, C)
+    sizes = counts.sum(1)
+    _, purity = purity_of_counts(counts)
     tv = 0.5 * float((sizes.sort(descending=True).values / len(z) - prior).abs().sum())
     ami = adjusted_mutual_info_score(labels.numpy(), clusters.numpy())
-    owning = anchor_ownership(table)["classes_owning_by_group"]
+    owning = anchor_ownership(counts.T)["classes_owning_by_group"]
     print(f"{name}: objective {objective(z, clusters, k):.4f}, purity {purity:.3f}, AMI {ami:.3f}, "
           f"TV(sizes, classes) {tv:.3f}, classes owning a region {owning}")  # fmt: skip
     print(f"  sizes {sorted(sizes.tolist(), reverse=True)}", flush=True)
