@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 CHECKPOINT_DIR = "checkpoints"
 WARMUP_CHECKPOINT = "warmup"
@@ -49,6 +50,56 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
             f"--resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder (nor 'latest')."
         )
     return path
+
+
+def missing_checkpoint_files(
+    path: str | os.PathLike, custom_objects: int, bank_stem: str | None, single_files: bool = True
+) -> list[str]:
+    """What `accelerator.load_state` will read from the checkpoint folder `path` and not find there.
+
+    Args:
+        path: the checkpoint folder.
+        custom_objects: how many objects the run registers for checkpointing (its counters, and a
+            streamed loader's or BCL's loss memory when it has them): `custom_checkpoint_<i>.pkl`.
+        bank_stem: the score bank's file stem when the run has GH (its shards must be there), else None.
+        single_files: the model and optimizer are saved as one file each (`model.safetensors`,
+            `optimizer.bin`); False under FSDP or DeepSpeed, which save folders of their own
+            (not checked here).
+    """
+    path = Path(path)
+    missing = []
+    if single_files:
+        if not any((path / name).is_file() for name in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME)):
+            missing.append(SAFE_WEIGHTS_NAME)
+        if not (path / f"{OPTIMIZER_NAME}.bin").is_file():
+            missing.append(f"{OPTIMIZER_NAME}.bin")
+    needed = [f"custom_checkpoint_{index}.pkl" for index in range(custom_objects)]
+    missing += [name for name in needed if not (path / name).is_file()]
+    if bank_stem is not None and not any(path.glob(f"{bank_stem}-shard*-of-*.safetensors")):
+        missing.append(f"{bank_stem}-shard*-of-*.safetensors")
+    return missing
+
+
+def require_complete_checkpoint(
+    path: str | os.PathLike, custom_objects: int, bank_stem: str | None, single_files: bool = True
+) -> None:
+    """Fails, naming what is missing, when `path` lacks part of the state a run resumes from.
+
+    A folder cut down to its weights (to save disk, or copied in part) would otherwise fail deep in
+    `accelerator.load_state`, on whichever file it reads first. Arguments: `missing_checkpoint_files`.
+
+    Raises:
+        ValueError: naming the folder, the missing files and the files it holds.
+    """
+    missing = missing_checkpoint_files(path, custom_objects, bank_stem, single_files)
+    if missing:
+        held = sorted(entry.name for entry in Path(path).iterdir())
+        raise ValueError(
+            f"--resume_from_checkpoint={str(path)!r} is not a complete checkpoint: it lacks "
+            f"{', '.join(missing)} (it holds {', '.join(held) or 'nothing'}). A run resumes or forks from "
+            "the whole state it saved (weights, optimizer, counters, and the score bank with GH); to start a "
+            "new run from an encoder's weights, use --init_from ENCODER_DIR"
+        )
 
 
 def warmup_checkpoint(output_dir: str | os.PathLike) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast, set_seed
+from accelerate.utils import DistributedType, broadcast, set_seed
 from tqdm.auto import tqdm
 
 from gh_hf.configuration_gh import GHConfig
@@ -28,6 +28,7 @@ from gh_hf.training.bcl import LossMemory
 from gh_hf.training.checkpointing import (
     WARMUP_CHECKPOINT,
     list_checkpoints,
+    require_complete_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -160,6 +161,19 @@ class Pretrainer:
             **default_accelerator_kwargs(),
         )
         self.output_dir = Path(args.output_dir)
+        self.fork_source = None  # the run whose checkpoint this one starts from, when not its own
+        if self.resume_path is not None:  # a bad checkpoint fails here, before any data is loaded
+            self.fork_source = fork_source(self.resume_path, self.output_dir)
+            if self.fork_source is not None:  # another run's checkpoint: its warm-up must be this run's
+                check_fork(self.fork_source, self.resume_path, (data_args, model_args, args))
+            require_complete_checkpoint(
+                self.resume_path,
+                # setup registers a streamed loader, the counters and BCL's loss memory for checkpoints
+                custom_objects=1 + int(data_args.streaming) + int(self.config.ssl_method == "bcl"),
+                bank_stem=ScoreBank.file_stem if self.config.use_gh else None,
+                single_files=self.accelerator.distributed_type
+                not in (DistributedType.FSDP, DistributedType.DEEPSPEED),
+            )
         self.state = TrainerState()
         self.final_metrics: dict[str, float] = {}
         self.knn_monitor = None  # built on first use
@@ -206,9 +220,6 @@ class Pretrainer:
                 "no full batch per epoch; lower --per_device_batch_size"
             )
         self.bank_momenta = self.resolve_bank_momenta()
-        self.fork_source = fork_source(self.resume_path, self.output_dir) if self.resume_path else None
-        if self.fork_source is not None:  # another run's checkpoint: its warm-up must be this run's
-            check_fork(self.fork_source, self.resume_path, (self.data_args, self.model_args, self.args))
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
             if self.loss_memory is not None:
