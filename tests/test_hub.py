@@ -421,3 +421,21 @@ def test_cpu_hardware_names_the_cpu_model(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(run_info, "cpu_model", lambda: None)
     assert run_info.describe_hardware("cpu") == "CPU: x86_64, 2 cores"
+
+
+def test_run_info_records_the_revision_the_run_started_from(monkeypatch, tmp_path):
+    from gh_hf.hub import run_info as run_info_module
+    from gh_hf.training import trainer as trainer_module
+    from gh_hf.training.arguments import parse_pretrain_args
+
+    accelerator = SimpleNamespace(device=torch.device("cpu"), num_processes=1, mixed_precision="no")
+    monkeypatch.setattr(run_info_module, "source_revision", lambda: "at-the-end")
+    assert collect_run_info(accelerator, wall_time_s=1.0)["source_revision"] == "at-the-end"
+    given = collect_run_info(accelerator, wall_time_s=1.0, source_revision="given")
+    assert given["source_revision"] == "given"
+    assert "source_revision" not in collect_run_info(accelerator, wall_time_s=1.0, source_revision=None)
+    # a commit that lands while a run trains (HEAD moves) is not credited with the run's result
+    monkeypatch.setattr(trainer_module, "source_revision", lambda: "at-the-start")
+    trainer = trainer_module.Pretrainer(*parse_pretrain_args(["--output_dir", str(tmp_path)]))
+    monkeypatch.setattr(trainer_module, "source_revision", lambda: "at-the-end")
+    assert trainer.run_info()["source_revision"] == "at-the-start"

@@ -85,12 +85,16 @@ def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict
     Args:
         accelerator: The run's `accelerate.Accelerator`.
         wall_time_s: Seconds of training, summed over resumed segments.
-        **extra: More measured facts to record (e.g. `global_steps`, `epochs`).
+        **extra: More measured facts to record (e.g. `global_steps`, `epochs`). A `source_revision`
+            given here (the trainer passes the one read when it started: the code that ran is the
+            code imported then, not the checkout's HEAD when training ends) replaces the one read now;
+            None leaves it out.
 
     Returns:
         {"hardware", "num_processes", "device_type", "mixed_precision", "wall_time_s",
         "finished_at", "versions", "source_revision" (when gh_hf runs from a git checkout), **extra}.
     """
+    revision = extra.pop("source_revision") if "source_revision" in extra else source_revision()
     return {
         "hardware": describe_hardware(accelerator.device, accelerator.num_processes),
         "num_processes": accelerator.num_processes,
@@ -99,7 +103,7 @@ def collect_run_info(accelerator: Any, wall_time_s: float, **extra: Any) -> dict
         "wall_time_s": round(float(wall_time_s), 1),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        **({"source_revision": revision} if (revision := source_revision()) else {}),
+        **({"source_revision": revision} if revision else {}),
         **extra,
     }
 

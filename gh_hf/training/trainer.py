@@ -21,6 +21,7 @@ from gh_hf.data import DataSourceError, source_normalization
 from gh_hf.data.sources import source_channels
 from gh_hf.dist import default_accelerator_kwargs, resolve_mixed_precision
 from gh_hf.hub import HubPublishError, check_can_push, collect_run_info, push_encoder
+from gh_hf.hub.run_info import source_revision
 from gh_hf.modeling_gh_pretraining import GHForPreTraining
 from gh_hf.training.anchor_alignment import aligned_anchors
 from gh_hf.training.arguments import DataArguments, ModelArguments, PretrainingArguments
@@ -127,6 +128,9 @@ class Pretrainer:
     def __init__(self, data_args: DataArguments, model_args: ModelArguments, args: PretrainingArguments):
         args = replace(args, mixed_precision=resolve_mixed_precision(args.mixed_precision))
         self.data_args, self.model_args, self.args = data_args, model_args, args
+        # the gh_hf code this process runs is the code imported now: commits made while it trains
+        # (a long run in the background) must not be credited with its result (run_info.json)
+        self.source_revision = source_revision()
         self.config = build_config(data_args, model_args, args.seed)  # fails fast on bad values
         # "estimated", "uniform" or the known frequencies; a bad --class_prior file fails here too
         self.prior_source = resolve_class_prior(args.class_prior, self.config.num_anchors)
@@ -535,19 +539,24 @@ class Pretrainer:
         self.model.train()
         return metrics
 
+    def run_info(self) -> dict[str, Any]:
+        """The measured facts `run_info.json` records (gh_hf.hub.collect_run_info), with the gh_hf
+        revision this process started from."""
+        return collect_run_info(
+            self.accelerator,
+            wall_time_s=self.state.train_time_s,
+            global_steps=self.state.global_step,
+            epochs=self.state.epoch,
+            source_revision=self.source_revision,
+        )
+
     def export_encoder(self) -> Path:
         """Writes output_dir/encoder/ (config, weights, processor, code, card, run facts): main process."""
         encoder_dir = self.output_dir / "encoder"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            run_info = collect_run_info(
-                self.accelerator,
-                wall_time_s=self.state.train_time_s,
-                global_steps=self.state.global_step,
-                epochs=self.state.epoch,
-            )
             export_encoder(
-                self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset, run_info=run_info
+                self.unwrapped(), encoder_dir, self.all_args(), self.train_dataset, run_info=self.run_info()
             )
         self.accelerator.wait_for_everyone()
         return encoder_dir
