@@ -14,7 +14,7 @@ from gh_hf.training.checkpointing import missing_checkpoint_files, require_compl
 from gh_hf.training.score_bank import ScoreBank
 
 BANK = ScoreBank.file_stem
-SHARDS = f"{BANK}-shard*-of-*.safetensors"
+SHARDS = ScoreBank.shard_glob()
 COMPLETE = ["model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl",
             f"{BANK}-shard00000-of-00001.safetensors"]  # fmt: skip
 
@@ -29,18 +29,18 @@ def _folder(tmp_path, names):
 
 def test_a_whole_checkpoint_lacks_nothing(tmp_path):
     folder = _folder(tmp_path, COMPLETE)
-    assert missing_checkpoint_files(folder, custom_objects=1, bank_stem=BANK) == []
-    assert missing_checkpoint_files(folder, custom_objects=1, bank_stem=None) == []
-    require_complete_checkpoint(folder, custom_objects=1, bank_stem=BANK)
+    assert missing_checkpoint_files(folder, custom_objects=1, bank_shards=SHARDS) == []
+    assert missing_checkpoint_files(folder, custom_objects=1, bank_shards=None) == []
+    require_complete_checkpoint(folder, custom_objects=1, bank_shards=SHARDS)
 
 
 def test_a_folder_cut_down_to_its_weights_names_everything_it_lacks(tmp_path):
     folder = _folder(tmp_path, ["model.safetensors"])
-    assert missing_checkpoint_files(folder, custom_objects=2, bank_stem=BANK) == [
+    assert missing_checkpoint_files(folder, custom_objects=2, bank_shards=SHARDS) == [
         "optimizer.bin", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", SHARDS,
     ]  # fmt: skip
     with pytest.raises(ValueError) as error:
-        require_complete_checkpoint(folder, custom_objects=1, bank_stem=None)
+        require_complete_checkpoint(folder, custom_objects=1, bank_shards=None)
     message = str(error.value)
     assert f"--resume_from_checkpoint='{folder}' is not a complete checkpoint" in message
     assert "it lacks optimizer.bin, custom_checkpoint_0.pkl (it holds model.safetensors)" in message
@@ -49,11 +49,11 @@ def test_a_folder_cut_down_to_its_weights_names_everything_it_lacks(tmp_path):
 
 def test_what_is_needed_follows_the_run(tmp_path):
     folder = _folder(tmp_path, ["pytorch_model.bin", "optimizer.bin", "custom_checkpoint_0.pkl"])
-    assert missing_checkpoint_files(folder, custom_objects=1, bank_stem=None) == []  # the .bin weights
-    assert missing_checkpoint_files(folder, custom_objects=2, bank_stem=None) == ["custom_checkpoint_1.pkl"]
-    assert missing_checkpoint_files(folder, custom_objects=1, bank_stem=BANK) == [SHARDS]
+    assert missing_checkpoint_files(folder, custom_objects=1, bank_shards=None) == []  # the .bin weights
+    assert missing_checkpoint_files(folder, custom_objects=2, bank_shards=None) == ["custom_checkpoint_1.pkl"]
+    assert missing_checkpoint_files(folder, custom_objects=1, bank_shards=SHARDS) == [SHARDS]
     # FSDP and DeepSpeed save the model and optimizer in folders of their own: not checked
-    assert missing_checkpoint_files(tmp_path, custom_objects=1, bank_stem=None, single_files=False) == [
+    assert missing_checkpoint_files(tmp_path, custom_objects=1, bank_shards=None, single_files=False) == [
         "custom_checkpoint_0.pkl"
     ]
 

@@ -53,7 +53,7 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
 
 
 def missing_checkpoint_files(
-    path: str | os.PathLike, custom_objects: int, bank_stem: str | None, single_files: bool = True
+    path: str | os.PathLike, custom_objects: int, bank_shards: str | None, single_files: bool = True
 ) -> list[str]:
     """What `accelerator.load_state` will read from the checkpoint folder `path` and not find there.
 
@@ -61,7 +61,8 @@ def missing_checkpoint_files(
         path: the checkpoint folder.
         custom_objects: how many objects the run registers for checkpointing (its counters, and a
             streamed loader's or BCL's loss memory when it has them): `custom_checkpoint_<i>.pkl`.
-        bank_stem: the score bank's file stem when the run has GH (its shards must be there), else None.
+        bank_shards: the glob of the score bank's shard files (`ScoreBank.shard_glob()`) when the run
+            has GH (at least one must be there), else None.
         single_files: the model and optimizer are saved as one file each (`model.safetensors`,
             `optimizer.bin`); False under FSDP or DeepSpeed, which save folders of their own
             (not checked here).
@@ -75,13 +76,13 @@ def missing_checkpoint_files(
             missing.append(f"{OPTIMIZER_NAME}.bin")
     needed = [f"custom_checkpoint_{index}.pkl" for index in range(custom_objects)]
     missing += [name for name in needed if not (path / name).is_file()]
-    if bank_stem is not None and not any(path.glob(f"{bank_stem}-shard*-of-*.safetensors")):
-        missing.append(f"{bank_stem}-shard*-of-*.safetensors")
+    if bank_shards is not None and not any(path.glob(bank_shards)):
+        missing.append(bank_shards)
     return missing
 
 
 def require_complete_checkpoint(
-    path: str | os.PathLike, custom_objects: int, bank_stem: str | None, single_files: bool = True
+    path: str | os.PathLike, custom_objects: int, bank_shards: str | None, single_files: bool = True
 ) -> None:
     """Fails, naming what is missing, when `path` lacks part of the state a run resumes from.
 
@@ -91,7 +92,7 @@ def require_complete_checkpoint(
     Raises:
         ValueError: naming the folder, the missing files and the files it holds.
     """
-    missing = missing_checkpoint_files(path, custom_objects, bank_stem, single_files)
+    missing = missing_checkpoint_files(path, custom_objects, bank_shards, single_files)
     if missing:
         held = sorted(entry.name for entry in Path(path).iterdir())
         raise ValueError(

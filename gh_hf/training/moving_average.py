@@ -110,6 +110,11 @@ class PerSampleMovingAverage:
         self.seen.copy_(state["seen"].to(self.seen.device))
 
     # ---- shard files -------------------------------------------------------------------------
+    @classmethod
+    def shard_glob(cls) -> str:
+        """The glob of this class's shard files, whatever the number of processes that wrote them."""
+        return f"{cls.file_stem}-shard*-of-*.safetensors"
+
     def shard_file(self, directory: str | os.PathLike, shard: int, num_shards: int) -> Path:
         return Path(directory) / f"{self.file_stem}-shard{shard:05d}-of-{num_shards:05d}.safetensors"
 
@@ -149,7 +154,7 @@ class PerSampleMovingAverage:
     def _saved_shards(self, directory: str | os.PathLike) -> int:
         pattern = re.compile(rf"^{re.escape(self.file_stem)}-shard(\d+)-of-(\d+)\.safetensors$")
         names = (
-            sorted(p.name for p in Path(directory).glob(f"{self.file_stem}-shard*"))
+            sorted(p.name for p in Path(directory).glob(self.shard_glob()))
             if Path(directory).is_dir()
             else []
         )
@@ -157,7 +162,7 @@ class PerSampleMovingAverage:
         if not found:
             raise ValueError(
                 f"{str(directory)!r} holds no {self.description} shards "
-                f"({self.file_stem}-shard*-of-*.safetensors): was it written before the bank was sharded, "
+                f"({self.shard_glob()}): was it written before the bank was sharded, "
                 "or by a run without it?"
             )
         saved_shards = max(total for _, total in found)

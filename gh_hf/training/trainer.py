@@ -174,7 +174,7 @@ class Pretrainer:
                 self.resume_path,
                 # setup registers a streamed loader, the counters and BCL's loss memory for checkpoints
                 custom_objects=1 + int(data_args.streaming) + int(self.config.ssl_method == "bcl"),
-                bank_stem=ScoreBank.file_stem if self.config.use_gh else None,
+                bank_shards=ScoreBank.shard_glob() if self.config.use_gh else None,
                 single_files=self.accelerator.distributed_type
                 not in (DistributedType.FSDP, DistributedType.DEEPSPEED),
             )
